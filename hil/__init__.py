@@ -1,0 +1,1 @@
+"""ThermoPilot hardware-in-the-loop rig: plant models, virtual board, scenarios, reports."""
