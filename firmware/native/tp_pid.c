@@ -46,9 +46,15 @@ void tp_pid_reset(tp_pid_t *c, tp_float output)
     c->primed = 0.0f;
 }
 
-void tp_pid_set_auto(tp_pid_t *c, int auto_mode, tp_float manual_output)
+void tp_pid_set_auto(tp_pid_t *c, int auto_mode, tp_float output, int has_output)
 {
-    c->manual_output = manual_output;
+    if (has_output) {
+        c->manual_output = output;
+        c->output = clampf(output, c->out_min, c->out_max);
+        c->i = c->output - c->p - c->d - c->ff;
+    } else if (!auto_mode && c->auto_mode != 0.0f) {
+        c->manual_output = c->output; /* to manual: hold the last output */
+    }
     c->auto_mode = auto_mode ? 1.0f : 0.0f;
 }
 

@@ -60,8 +60,9 @@ void tp_pid_init(tp_pid_t *c, tp_float kp, tp_float ki, tp_float kd, tp_float ou
 /* Clear the state; the output restarts at `output` (clamped to the limits). */
 void tp_pid_reset(tp_pid_t *c, tp_float output);
 
-/* Switch auto/manual. In manual the output is manual_output. */
-void tp_pid_set_auto(tp_pid_t *c, int auto_mode, tp_float manual_output);
+/* Switch auto/manual. has_output != 0: the output continues from `output` (it becomes the
+ * manual output, and the integrator is set so that auto resumes from it without a bump). */
+void tp_pid_set_auto(tp_pid_t *c, int auto_mode, tp_float output, int has_output);
 
 /* One control step. use_track != 0: the integrator tracks `track` instead of the output. */
 tp_pid_status_t tp_pid_step(tp_pid_t *c, tp_float setpoint, tp_float measurement, tp_float dt_s,

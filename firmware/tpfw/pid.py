@@ -1,55 +1,273 @@
-# PID controller for the board: MicroPython implementation of the C core's PID step.
-# Time is passed in (dt_s); the controller never reads a clock.
+# PID controller for the board, the same maths as firmware/native/tp_pid.c (see there for
+# the equations). Time is passed in (dt_s); the controller never reads a clock.
+#
+# Kind of anti-windup: back-calculation (tracking). After the output is limited, the
+# integrator moves by min(dt_s/tt_s, 1) * (applied - unsaturated), where `applied` is the
+# limited output or the caller's tracking input (the actuator's real command after the
+# safety supervisor). tt_s = 0 (default) resets the integrator in one step.
+#
+# When the board firmware has the ThermoPilot C module (`import tpcore` works), PID runs
+# the C step on a preallocated array('f') that mirrors the C struct tp_pid_t; otherwise
+# it runs the same step in MicroPython. On MicroPython every float result is a boxed
+# heap object, so the pure-Python update allocates a few hundred bytes per call; the C
+# path allocates only the returned float.
+
+from array import array
+
+from micropython import const
+
+try:
+    import tpcore
+except ImportError:
+    tpcore = None
+
+# field indices of tp_pid_t (firmware/native/tp_pid.h)
+_KP = const(0)
+_KI = const(1)
+_KD = const(2)
+_TF = const(3)
+_BETA = const(4)
+_GAMMA = const(5)
+_OMIN = const(6)
+_OMAX = const(7)
+_RATE = const(8)
+_TT = const(9)
+_REV = const(10)
+_AUTO = const(11)
+_MAN = const(12)
+_P = const(13)
+_I = const(14)
+_D = const(15)
+_FF = const(16)
+_V = const(17)
+_OUT = const(18)
+_NFLOATS = const(22)
+_BIG = 1e30
 
 
-class PID:
-    def __init__(self, kp, ki, kd, out_min=0.0, out_max=1.0, reverse=False):
+def _clamp(x, lo, hi):
+    if x < lo:
+        return lo
+    if x > hi:
+        return hi
+    return x
+
+
+def _check_dt(dt_s):
+    if not (0.0 < dt_s < _BIG):
+        raise ValueError("dt_s must be > 0 s: %r" % dt_s)
+
+
+def _check_limits(out_min, out_max):
+    if not (out_min <= out_max):
+        raise ValueError("out_min %r must be <= out_max %r" % (out_min, out_max))
+
+
+class PIDPy:
+    """PID step in MicroPython (the fallback when the board has no C module)."""
+
+    def __init__(
+        self,
+        kp,
+        ki,
+        kd,
+        out_min=0.0,
+        out_max=1.0,
+        reverse=False,
+        tf_s=0.0,
+        beta=1.0,
+        gamma=0.0,
+        rate_max=0.0,
+        tt_s=0.0,
+    ):
+        _check_limits(out_min, out_max)
         self.kp = kp
         self.ki = ki
         self.kd = kd
         self.out_min = out_min
         self.out_max = out_max
         self.reverse = reverse
+        self.tf_s = tf_s
+        self.beta = beta
+        self.gamma = gamma
+        self.rate_max = rate_max
+        self.tt_s = tt_s
         self.auto = True
+        self.manual_output = out_min
         self.reset()
 
-    def reset(self):
+    def reset(self, output=None):
+        """Clear the state; the output restarts at `output` (default out_min)."""
         self.p = 0.0
         self.i = 0.0
         self.d = 0.0
-        self.output = self.out_min
-        self._last_meas = None
+        self.ff = 0.0
+        self.output = _clamp(self.out_min if output is None else output, self.out_min, self.out_max)
+        self.v = self.output
+        self._y_prev = 0.0
+        self._r_prev = 0.0
+        self._primed = False
 
     def set_auto(self, auto, output=None):
+        """Switch auto/manual; `output` (if given) is where the output continues from."""
         if output is not None:
-            self.output = output
-        if auto and not self.auto:
-            # bumpless: the integrator takes over the last output
-            self.i = self.output - self.p
-            self._last_meas = None
-        self.auto = auto
+            self.manual_output = output
+            self.output = _clamp(output, self.out_min, self.out_max)
+            self.i = self.output - self.p - self.d - self.ff
+        elif self.auto and not auto:
+            self.manual_output = self.output
+        self.auto = bool(auto)
 
-    def update(self, setpoint, measurement, dt_s, ff=0.0):
-        if not self.auto:
-            return self.output
-        err = setpoint - measurement
+    def update(self, setpoint, measurement, dt_s, ff=0.0, track=None):
+        """One step; returns the output. `track`: the actuator's real command, if known."""
+        _check_dt(dt_s)
+        if not (-_BIG < setpoint < _BIG and -_BIG < measurement < _BIG and -_BIG < ff < _BIG):
+            raise ValueError("setpoint, measurement and ff must be finite")
         if self.reverse:
-            err = -err
-        self.p = self.kp * err
-        if self._last_meas is None or dt_s <= 0.0:
-            self.d = 0.0
+            r = -setpoint
+            y = -measurement
+            y_prev = -self._y_prev
+            r_prev = -self._r_prev
         else:
-            dm = measurement - self._last_meas
-            self.d = (self.kd * dm / dt_s) if self.reverse else (-self.kd * dm / dt_s)
-        self._last_meas = measurement
-        self.i += self.ki * err * dt_s
-        out = self.p + self.i + self.d + ff
-        # anti-windup by clamping: the integrator stops where the output saturates
-        if out > self.out_max:
-            self.i -= out - self.out_max
-            out = self.out_max
-        elif out < self.out_min:
-            self.i += self.out_min - out
-            out = self.out_min
-        self.output = out
-        return out
+            r = setpoint
+            y = measurement
+            y_prev = self._y_prev
+            r_prev = self._r_prev
+        e = r - y
+        pterm = self.kp * (self.beta * r - y)
+        if self._primed:
+            den = self.tf_s + dt_s
+            g = self.gamma
+            dterm = (self.tf_s / den) * self.d - (self.kd / den) * (
+                (y - g * r) - (y_prev - g * r_prev)
+            )
+        else:
+            dterm = 0.0
+        iterm = self.i + self.ki * e * dt_s
+        v = pterm + iterm + dterm + ff
+        if self.auto:
+            u = v
+            rate = self.rate_max
+            if rate > 0.0:
+                u = _clamp(u, self.output - rate * dt_s, self.output + rate * dt_s)
+            u = _clamp(u, self.out_min, self.out_max)
+            applied = u if track is None else track
+            if self.ki != 0.0:
+                ao = dt_s / self.tt_s if self.tt_s > 0.0 else 1.0
+                if ao > 1.0:
+                    ao = 1.0
+                iterm += ao * (applied - v)
+            else:
+                iterm = self.i
+        else:
+            u = _clamp(self.manual_output, self.out_min, self.out_max)
+            applied = u if track is None else track
+            iterm = applied - pterm - dterm - ff
+        self.p = pterm
+        self.i = iterm
+        self.d = dterm
+        self.ff = ff
+        self.v = v
+        self.output = u
+        self._y_prev = measurement
+        self._r_prev = setpoint
+        self._primed = True
+        return u
+
+
+def _field(index):
+    def get(self):
+        return self._buf[index]
+
+    def put(self, value):
+        self._buf[index] = value
+
+    return property(get, put)
+
+
+class PIDNative:
+    """PID step in the C module `tpcore`; state lives in an array('f') laid out as tp_pid_t."""
+
+    kp = _field(_KP)
+    ki = _field(_KI)
+    kd = _field(_KD)
+    tf_s = _field(_TF)
+    beta = _field(_BETA)
+    gamma = _field(_GAMMA)
+    out_min = _field(_OMIN)
+    out_max = _field(_OMAX)
+    rate_max = _field(_RATE)
+    tt_s = _field(_TT)
+    manual_output = _field(_MAN)
+    p = _field(_P)
+    i = _field(_I)
+    d = _field(_D)
+    ff = _field(_FF)
+    v = _field(_V)
+    output = _field(_OUT)
+
+    def __init__(
+        self,
+        kp,
+        ki,
+        kd,
+        out_min=0.0,
+        out_max=1.0,
+        reverse=False,
+        tf_s=0.0,
+        beta=1.0,
+        gamma=0.0,
+        rate_max=0.0,
+        tt_s=0.0,
+    ):
+        _check_limits(out_min, out_max)
+        self._buf = array("f", bytes(4 * _NFLOATS))
+        # io: setpoint, measurement, dt_s, ff, track, use_track
+        self._io = array("f", bytes(4 * 6))
+        tpcore.pid_init(self._buf, kp, ki, kd, out_min, out_max)
+        self.reverse = reverse
+        self.tf_s = tf_s
+        self.beta = beta
+        self.gamma = gamma
+        self.rate_max = rate_max
+        self.tt_s = tt_s
+
+    @property
+    def reverse(self):
+        return self._buf[_REV] != 0.0
+
+    @reverse.setter
+    def reverse(self, value):
+        self._buf[_REV] = 1.0 if value else 0.0
+
+    @property
+    def auto(self):
+        return self._buf[_AUTO] != 0.0
+
+    def reset(self, output=None):
+        tpcore.pid_reset(self._buf, self._buf[_OMIN] if output is None else output)
+
+    def set_auto(self, auto, output=None):
+        if output is None:
+            tpcore.pid_set_auto(self._buf, 1 if auto else 0)
+        else:
+            tpcore.pid_set_auto(self._buf, 1 if auto else 0, output)
+
+    def update(self, setpoint, measurement, dt_s, ff=0.0, track=None):
+        _check_dt(dt_s)
+        io = self._io
+        io[0] = setpoint
+        io[1] = measurement
+        io[2] = dt_s
+        io[3] = ff
+        if track is None:
+            io[5] = 0.0
+        else:
+            io[4] = track
+            io[5] = 1.0
+        if tpcore.pid_step(self._buf, io):
+            raise ValueError("setpoint, measurement and ff must be finite")
+        return self._buf[_OUT]
+
+
+PID = PIDPy if tpcore is None else PIDNative
