@@ -1,8 +1,16 @@
 /* ThermoPilot MPC: ADMM iterations over the host-precomputed cache; see tp_mpc.h. */
 #include "tp_mpc.h"
 
-#include <math.h>
-#include <string.h>
+/* no C library: the core builds freestanding (isfinite, memset, memmove written out) */
+#define TP_ISFINITE(x) ((x) - (x) == 0.0f)
+
+static void zero(tp_float *a, int32_t count)
+{
+    int32_t i;
+    for (i = 0; i < count; i++) {
+        a[i] = 0.0f;
+    }
+}
 
 uint32_t tp_crc32(const uint8_t *data, size_t len, uint32_t crc)
 {
@@ -29,10 +37,12 @@ static const uint8_t *rd_floats(const uint8_t *b, tp_float *dst, int32_t count)
 {
     int32_t i;
     for (i = 0; i < count; i++) {
-        uint32_t w = rd_u32(b);
-        float f;
-        memcpy(&f, &w, sizeof f);
-        dst[i] = f;
+        union {
+            uint32_t u;
+            float f;
+        } w;
+        w.u = rd_u32(b);
+        dst[i] = w.f;
         b += 4;
     }
     return b;
@@ -47,11 +57,11 @@ static int32_t payload_floats(int32_t nx, int32_t nu, int32_t nd, int32_t ny)
 
 void tp_mpc_reset(tp_mpc_t *m)
 {
-    memset(m->v, 0, sizeof m->v);
-    memset(m->zv, 0, sizeof m->zv);
-    memset(m->yv, 0, sizeof m->yv);
-    memset(m->zg, 0, sizeof m->zg);
-    memset(m->yg, 0, sizeof m->yg);
+    zero(m->v, TP_MPC_N_MAX * TP_MPC_NU_MAX);
+    zero(m->zv, TP_MPC_N_MAX * TP_MPC_NU_MAX);
+    zero(m->yv, TP_MPC_N_MAX * TP_MPC_NU_MAX);
+    zero(m->zg, TP_MPC_N_MAX * TP_MPC_NG_MAX);
+    zero(m->yg, TP_MPC_N_MAX * TP_MPC_NG_MAX);
     m->warm = 0;
 }
 
@@ -188,7 +198,10 @@ static void gt_dual(const tp_mpc_t *m, const tp_float *base, const tp_float *yg,
 
 static void shift(tp_float *a, int32_t n, int32_t width)
 {
-    memmove(a, a + width, sizeof(tp_float) * (size_t)((n - 1) * width));
+    int32_t i;
+    for (i = 0; i < (n - 1) * width; i++) {
+        a[i] = a[i + width];
+    }
 }
 
 tp_mpc_status_t tp_mpc_solve(tp_mpc_t *m, const tp_float *x0, const tp_float *u_prev,
@@ -205,19 +218,19 @@ tp_mpc_status_t tp_mpc_solve(tp_mpc_t *m, const tp_float *x0, const tp_float *u_
         return TP_MPC_BAD_INPUT;
     }
     for (i = 0; i < nx; i++) {
-        if (!isfinite(x0[i]) || !isfinite(x_ref[i])) {
+        if (!TP_ISFINITE(x0[i]) || !TP_ISFINITE(x_ref[i])) {
             m->status = TP_MPC_BAD_INPUT;
             return TP_MPC_BAD_INPUT;
         }
     }
     for (i = 0; i < nu; i++) {
-        if (!isfinite(u_prev[i]) || !isfinite(u_ref[i])) {
+        if (!TP_ISFINITE(u_prev[i]) || !TP_ISFINITE(u_ref[i])) {
             m->status = TP_MPC_BAD_INPUT;
             return TP_MPC_BAD_INPUT;
         }
     }
     for (i = 0; i < m->nd; i++) {
-        if (!isfinite(d[i])) {
+        if (!TP_ISFINITE(d[i])) {
             m->status = TP_MPC_BAD_INPUT;
             return TP_MPC_BAD_INPUT;
         }
@@ -386,7 +399,7 @@ tp_mpc_status_t tp_mpc_solve(tp_mpc_t *m, const tp_float *x0, const tp_float *u_
         m->iterations = it;
         m->res_primal = rp;
         m->res_dual = rd;
-        if (!isfinite(rp) || !isfinite(rd)) {
+        if (!TP_ISFINITE(rp) || !TP_ISFINITE(rd)) {
             tp_mpc_reset(m);
             m->status = TP_MPC_NUMERIC;
             for (i = 0; i < nu; i++) {

@@ -1,7 +1,8 @@
 /* ThermoPilot PID step; see tp_pid.h for the equations. */
 #include "tp_pid.h"
 
-#include <math.h>
+/* no C library needed: finite test without math.h (the core builds freestanding) */
+#define TP_ISFINITE(x) ((x) - (x) == 0.0f)
 
 static tp_float clampf(tp_float x, tp_float lo, tp_float hi)
 {
@@ -63,11 +64,11 @@ tp_pid_status_t tp_pid_step(tp_pid_t *c, tp_float setpoint, tp_float measurement
 {
     tp_float s, r, y, e, pterm, dterm, iterm, v, u, applied, lo, hi, ao;
 
-    if (!isfinite(dt_s) || dt_s <= 0.0f) {
+    if (!TP_ISFINITE(dt_s) || dt_s <= 0.0f) {
         return TP_PID_BAD_DT;
     }
-    if (!isfinite(setpoint) || !isfinite(measurement) || !isfinite(ff) ||
-        (use_track && !isfinite(track))) {
+    if (!TP_ISFINITE(setpoint) || !TP_ISFINITE(measurement) || !TP_ISFINITE(ff) ||
+        (use_track && !TP_ISFINITE(track))) {
         return TP_PID_BAD_INPUT;
     }
     s = (c->reverse != 0.0f) ? -1.0f : 1.0f;
