@@ -281,6 +281,7 @@ def mpc_precompute(
     max_iter=100,
     tol_primal=1e-3,
     tol_dual=1e-3,
+    alpha=1.6,
     allow_unstable=False,
 ):
     """Turn a discrete linear model, weights and limits into the MPC blob for the C core.
@@ -317,6 +318,8 @@ def mpc_precompute(
         Iteration budget per control step, 1..100000.
     tol_primal, tol_dual : float
         Early-exit tolerances on the max-norm residuals (> 0; 0 runs the full budget).
+    alpha : float
+        ADMM over-relaxation in (0, 2) (1 = plain ADMM; 1.6 as OSQP's default).
     allow_unstable : bool
         Accept an open-loop unstable A (spectral radius > 1). Off by default: ThermoPilot
         plants are stable, and an unstable identified model is almost always a mistake.
@@ -390,6 +393,9 @@ def mpc_precompute(
         raise ValueError("max_iter=%r out of range [1, 100000]" % (max_iter,))
     tol_primal = _finite("tol_primal", tol_primal)
     tol_dual = _finite("tol_dual", tol_dual)
+    alpha = _finite("alpha", alpha)
+    if not 0.0 < alpha < 2.0:
+        raise ValueError("alpha=%g out of range (0, 2)" % alpha)
     if tol_primal < 0.0 or tol_dual < 0.0:
         raise ValueError("tol_primal=%g, tol_dual=%g must be >= 0" % (tol_primal, tol_dual))
 
@@ -481,7 +487,7 @@ def mpc_precompute(
             y_max,
             w_lin,
             w_quad,
-            [float(max_iter), tol_primal, tol_dual],
+            [float(max_iter), tol_primal, tol_dual, alpha],
         ]
     )
     data = payload.astype("<f4").tobytes()
@@ -540,6 +546,7 @@ def mpc_unpack(blob):
         ("max_iter", ()),
         ("tol_primal", ()),
         ("tol_dual", ()),
+        ("alpha", ()),
     ):
         size = int(np.prod(shape)) if shape else 1
         chunk = f[pos : pos + size]
@@ -828,9 +835,12 @@ def mpc_reference_step(blob, x, u_prev, d=None, x_ref=None, u_ref=None, state=No
         for k in range(n):
             v[k] = -dff[k] - K @ xs[k]
             xs[k + 1] = c + A @ xs[k] + B @ v[k]
-        zv_new = np.clip(v + yv, du_min, du_max)
+        alpha = f(m["alpha"])
+        vh = alpha * v + (f(1.0) - alpha) * zv
+        zv_new = np.clip(vh + yv, du_min, du_max)
         gx = np.concatenate([xs[1:, :nx] @ Cm.T, xs[1:, nx:]], axis=1)
-        w = gx + yg
+        gh = alpha * gx + (f(1.0) - alpha) * zg
+        w = gh + yg
         zg_new = np.empty_like(w)
         zg_new[:, ny:] = np.clip(w[:, ny:], u_min, u_max)
         wy = w[:, :ny]
@@ -841,8 +851,8 @@ def mpc_reference_step(blob, x, u_prev, d=None, x_ref=None, u_ref=None, state=No
         rp = max(float(np.max(np.abs(v - zv_new))), float(np.max(np.abs(gx - zg_new))))
         rd = float(rho) * max(float(np.max(np.abs(zv_new - zv))),
                               float(np.max(np.abs(zg_new - zg))))
-        yv += v - zv_new
-        yg += gx - zg_new
+        yv += vh - zv_new
+        yg += gh - zg_new
         zv[:] = zv_new
         zg[:] = zg_new
         if rp <= m["tol_primal"] and rd <= m["tol_dual"]:

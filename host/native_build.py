@@ -60,7 +60,7 @@ typedef struct {
     tp_float u_min[...], u_max[...], du_min[...], du_max[...];
     tp_float y_min[...], y_max[...], w_lin[...], w_quad[...];
     int32_t max_iter;
-    tp_float tol_primal, tol_dual;
+    tp_float tol_primal, tol_dual, alpha;
     tp_float x[...], v[...], zv[...], yv[...], zg[...], yg[...];
     tp_float u0[...];
     tp_float res_primal, res_dual;

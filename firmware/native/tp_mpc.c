@@ -52,7 +52,7 @@ static int32_t payload_floats(int32_t nx, int32_t nu, int32_t nd, int32_t ny)
 {
     int32_t nxa = nx + nu;
     return 1 + 5 * nxa * nxa + nxa * nu + nx * nd + nu * nxa + 2 * nu * nu + ny * nx +
-           4 * nu + 4 * ny + 3;
+           4 * nu + 4 * ny + 4;
 }
 
 void tp_mpc_reset(tp_mpc_t *m)
@@ -133,7 +133,8 @@ tp_mpc_blob_status_t tp_mpc_load(tp_mpc_t *m, const uint8_t *blob, size_t len)
     b = rd_floats(b, tmp, 1);
     m->max_iter = (int32_t)tmp[0];
     b = rd_floats(b, &m->tol_primal, 1);
-    (void)rd_floats(b, &m->tol_dual, 1);
+    b = rd_floats(b, &m->tol_dual, 1);
+    (void)rd_floats(b, &m->alpha, 1);
     tp_mpc_reset(m);
     m->iterations = 0;
     m->status = TP_MPC_SOLVED;
@@ -209,7 +210,7 @@ tp_mpc_status_t tp_mpc_solve(tp_mpc_t *m, const tp_float *x0, const tp_float *u_
 {
     const int32_t nx = m->nx, nu = m->nu, ny = m->ny, nxa = m->nxa, ng = m->ng, n = m->n;
     int32_t i, j, k, it;
-    tp_float rho = m->rho;
+    tp_float rho = m->rho, alpha = m->alpha;
     tp_float t[TP_MPC_NXA_MAX], r[TP_MPC_NU_MAX], g[TP_MPC_NG_MAX], xr[TP_MPC_NXA_MAX];
     int infeasible = 0;
 
@@ -363,16 +364,18 @@ tp_mpc_status_t tp_mpc_solve(tp_mpc_t *m, const tp_float *x0, const tp_float *u_
             for (i = 0; i < nu; i++) {
                 int32_t a = k * nu + i;
                 tp_float vi = m->v[a];
-                tp_float zn = clampf(vi + m->yv[a], m->du_min[i], m->du_max[i]);
+                tp_float vh = alpha * vi + (1.0f - alpha) * m->zv[a]; /* over-relaxation */
+                tp_float zn = clampf(vh + m->yv[a], m->du_min[i], m->du_max[i]);
                 rp = maxf(rp, absf(vi - zn));
                 rd = maxf(rd, absf(zn - m->zv[a]));
-                m->yv[a] += vi - zn;
+                m->yv[a] += vh - zn;
                 m->zv[a] = zn;
             }
             g_mul(m, &m->x[(k + 1) * nxa], g);
             for (i = 0; i < ng; i++) {
                 int32_t a = k * ng + i;
-                tp_float w = g[i] + m->yg[a];
+                tp_float gh = alpha * g[i] + (1.0f - alpha) * m->zg[a];
+                tp_float w = gh + m->yg[a];
                 tp_float zn;
                 if (i < ny) {
                     tp_float lo = m->y_min[i], hi = m->y_max[i];
@@ -391,7 +394,7 @@ tp_mpc_status_t tp_mpc_solve(tp_mpc_t *m, const tp_float *x0, const tp_float *u_
                 }
                 rp = maxf(rp, absf(g[i] - zn));
                 rd = maxf(rd, absf(zn - m->zg[a]));
-                m->yg[a] += g[i] - zn;
+                m->yg[a] += gh - zn;
                 m->zg[a] = zn;
             }
         }

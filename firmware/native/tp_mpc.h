@@ -12,7 +12,8 @@
  * with Qa = blkdiag(Q, R), PN = Pinf - rho G'G and G = [[C, 0], [0, I]]; this terminal
  * cost makes the cached stationary gain Kinf exact at every stage.
  * ADMM (scaled form, penalty rho folded into the cache): LQR primal step with the cached
- * Kinf, Pinf, Quu_inv, AmBKt = (Aa - Ba Kinf)'; projection / soft-limit prox; dual update.
+ * Kinf, Pinf, Quu_inv, AmBKt = (Aa - Ba Kinf)'; over-relaxation (alpha, as OSQP);
+ * projection / soft-limit prox; dual update. Residuals are max-norms (absolute).
  *
  * Everything heavy comes from the host as one versioned blob (see tp_mpc_load).
  */
@@ -68,6 +69,7 @@ typedef struct {
     tp_float w_lin[TP_MPC_NY_MAX], w_quad[TP_MPC_NY_MAX];  /* slack penalty */
     int32_t max_iter;
     tp_float tol_primal, tol_dual;
+    tp_float alpha; /* ADMM over-relaxation, (0, 2); 1 = plain ADMM */
     /* workspace; kept between solves for the warm start */
     tp_float x[(TP_MPC_N_MAX + 1) * TP_MPC_NXA_MAX];
     tp_float v[TP_MPC_N_MAX * TP_MPC_NU_MAX];

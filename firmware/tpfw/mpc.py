@@ -107,7 +107,8 @@ class MPCPy:
         self.max_iter = int(f[pos])
         self.tol_primal = f[pos + 1]
         self.tol_dual = f[pos + 2]
-        if pos + 3 != len(f):
+        self.alpha = f[pos + 3]
+        if pos + 4 != len(f):
             raise ValueError("MPC blob payload size mismatch")
         # workspace, made once
         self.x = array("f", bytes(4 * (n + 1) * nxa))
@@ -209,20 +210,23 @@ class MPCPy:
         v, zv, yv, zg, yg, x, g, C = self.v, self.zv, self.yv, self.zg, self.yg, self.x, self._g, self.C
         du_min, du_max, u_min, u_max = self.du_min, self.du_max, self.u_min, self.u_max
         y_min, y_max, w_lin, w_quad, rho = self.y_min, self.y_max, self.w_lin, self.w_quad, self.rho
+        alpha = self.alpha
+        beta = 1.0 - alpha
         rp = 0.0
         rd = 0.0
         for k in range(n):
             for i in range(nu):
                 a = k * nu + i
                 vi = v[a]
-                zn = _clamp(vi + yv[a], du_min[i], du_max[i])
+                vh = alpha * vi + beta * zv[a]
+                zn = _clamp(vh + yv[a], du_min[i], du_max[i])
                 e = abs(vi - zn)
                 if e > rp:
                     rp = e
                 e = abs(zn - zv[a])
                 if e > rd:
                     rd = e
-                yv[a] += vi - zn
+                yv[a] += vh - zn
                 zv[a] = zn
             ox = (k + 1) * nxa
             for i in range(ny):
@@ -234,7 +238,8 @@ class MPCPy:
                 g[ny + i] = x[ox + nx + i]
             for i in range(ng):
                 a = k * ng + i
-                w = g[i] + yg[a]
+                gh = alpha * g[i] + beta * zg[a]
+                w = gh + yg[a]
                 if i < ny:
                     lo = y_min[i]
                     hi = y_max[i]
@@ -257,7 +262,7 @@ class MPCPy:
                 e = abs(zn - zg[a])
                 if e > rd:
                     rd = e
-                yg[a] += g[i] - zn
+                yg[a] += gh - zn
                 zg[a] = zn
         self.res_primal = rp
         self.res_dual = rd * rho
