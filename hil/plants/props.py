@@ -31,7 +31,6 @@ _N_X = 121
 _N_T = 60
 _T_SPAN_VAP = 200.0  # K above saturation covered by the PT rows
 _T_SPAN_LIQ = 75.0  # K below saturation covered by the PT rows
-_DH_LIQ_MAX = 150e3  # J/kg below h_f covered by the liquid table
 
 
 class FluidTable:
@@ -45,7 +44,8 @@ class FluidTable:
         Pressure range of the tables, Pa. ``p_max_pa`` must stay below 0.95 of the critical
         pressure (the tables are not meant for the near-critical region).
     dh_max_j_kg : float
-        Largest vapour superheat covered, as enthalpy above saturated vapour, J/kg.
+        Largest vapour superheat covered, as enthalpy above saturated vapour, J/kg; the liquid
+        table covers ``0.6 * dh_max_j_kg`` below saturated liquid.
     """
 
     def __init__(self, fluid, p_min_pa, p_max_pa, dh_max_j_kg=250e3):
@@ -61,6 +61,7 @@ class FluidTable:
         self.p_min_pa = p_min_pa
         self.p_max_pa = p_max_pa
         self._heos = heos
+        self._dh_liq_max = 0.6 * dh_max_j_kg  # J/kg below h_f covered by the liquid table
         self._lnp0 = math.log(p_min_pa)
         self._build_saturation(heos)
         self._build_vapour(heos, dh_max_j_kg)
@@ -90,7 +91,7 @@ class FluidTable:
 
         lnp = np.linspace(self._lnp0, math.log(self.p_max_pa), _N_P)
         dh_grid = np.linspace(0.0, dh_max, _N_X)
-        dhl_grid = np.linspace(0.0, _DH_LIQ_MAX, _N_X)
+        dhl_grid = np.linspace(0.0, self._dh_liq_max, _N_X)
         theta = np.linspace(0.0, 1.0, _N_T) ** 1.5
         vap = np.empty((_N_P, _N_X, 3))
         liq = np.empty((_N_P, _N_X, 2))
@@ -116,7 +117,7 @@ class FluidTable:
                 heos.update(CoolProp.PT_INPUTS, p, tsat - 0.02 - _T_SPAN_LIQ * th)
                 pts.append((heos.hmass(), heos.T(), heos.rhomass()))
             a = np.array(pts[::-1])
-            if a[0, 0] > hf - _DH_LIQ_MAX:
+            if a[0, 0] > hf - self._dh_liq_max:
                 raise ValueError("liquid table of %s too short at %g Pa" % (self.fluid, p))
             liq[i] = CubicSpline(a[:, 0], a[:, 1:])(hf - dhl_grid)
         ds_max = min(s[-1] - sg for hg, sg, h, s in rows)
@@ -126,7 +127,7 @@ class FluidTable:
             hs_tab[i] = CubicSpline(s, h_row)(sg + ds_grid) - hg
         self._vap_inv_dlnp = (_N_P - 1) / (lnp[-1] - lnp[0])
         self._vap_inv_dh = (_N_X - 1) / dh_max
-        self._liq_inv_dh = (_N_X - 1) / _DH_LIQ_MAX
+        self._liq_inv_dh = (_N_X - 1) / self._dh_liq_max
         self._vap_inv_ds = (_N_X - 1) / ds_max
         self.dh_max_j_kg = dh_max
         self.ds_max_j_kgk = ds_max
@@ -276,7 +277,7 @@ class FluidTable:
         if t_k >= t_sat:
             lo, hi = hg, hg + self.dh_max_j_kg
         else:
-            lo, hi = hf - _DH_LIQ_MAX, hf
+            lo, hi = hf - self._dh_liq_max, hf
         for _ in range(60):
             mid = 0.5 * (lo + hi)
             if self.ph(p_pa, mid)[0] < t_k:
@@ -291,9 +292,9 @@ class FluidTable:
 
 
 @lru_cache(maxsize=None)
-def fluid_table(fluid, p_min_pa, p_max_pa):
+def fluid_table(fluid, p_min_pa, p_max_pa, dh_max_j_kg=250e3):
     """Shared :class:`FluidTable` for ``fluid`` (built once per process and range)."""
-    return FluidTable(fluid, p_min_pa, p_max_pa)
+    return FluidTable(fluid, p_min_pa, p_max_pa, dh_max_j_kg)
 
 
 #: Pressure range of the propane table: 1 bar (about -42 degC) to 38 bar (about 87 degC),
