@@ -1,0 +1,1 @@
+# ThermoPilot board firmware (deployed to the board's /lib/tpfw).

@@ -1,0 +1,189 @@
+"""The HIL rig: steps a plant model in lockstep with a board over the ThermoPilot protocol.
+
+Every board tick the rig sends the sensor values at simulated time ``t`` (HIL_SENSORS), the
+board runs the ticks that are due and answers with its actuator outputs (HIL_ACTUATORS); the
+rig then advances the plant by one tick. Against the virtual board this runs much faster than
+real time; against a real board (``realtime=True``) the rig paces itself by the wall clock.
+"""
+
+import math
+import os
+import random
+import time
+
+from thermopilot.protocol import schema
+from thermopilot.protocol.link import Session
+
+from .plants import make_plant
+
+FAULT_BITS = schema.FAULTS
+# What a broken NTC front end reports: open reads as far below, short as far above, the
+# plausible range. These are the values MachineHal produces on a real board.
+OPEN_READING_K = 0.0
+SHORT_READING_K = 1000.0
+
+
+def profile_value(profile, t_s):
+    """Piecewise-linear value of a [[profile]] entry at t_s (held flat outside its range)."""
+    t, v = profile["t_s"], profile["values"]
+    if t_s <= t[0]:
+        return v[0]
+    for k in range(1, len(t)):
+        if t_s <= t[k]:
+            span = t[k] - t[k - 1]
+            a = 0.0 if span == 0 else (t_s - t[k - 1]) / span
+            return v[k - 1] + a * (v[k] - v[k - 1])
+    return v[-1]
+
+
+class SensorChannel:
+    """Turns a plant output into what the board's sensor reports, with injected faults."""
+
+    def __init__(self, cfg, rng):
+        self.cfg = cfg
+        self.rng = rng
+        self.lagged = None
+        self.fault = None
+        self.stuck_value = None
+        self.fault_t0 = 0.0
+        self.last = math.nan
+
+    def read(self, true_value, t_s, dt_s):
+        c = self.cfg
+        if self.lagged is None or c["lag_s"] <= 0:
+            self.lagged = true_value
+        else:
+            self.lagged += (true_value - self.lagged) * min(1.0, dt_s / c["lag_s"])
+        v = self.lagged
+        if c["noise_k"]:
+            v += self.rng.gauss(0.0, c["noise_k"])
+        f = self.fault
+        if f is not None:
+            kind = f["kind"]
+            if kind == "sensor_open":
+                v = OPEN_READING_K
+            elif kind == "sensor_short":
+                v = SHORT_READING_K
+            elif kind == "sensor_stuck":
+                if self.stuck_value is None:
+                    self.stuck_value = self.last
+                v = self.stuck_value
+            elif kind == "sensor_drift":
+                v += f.get("rate_k_per_s", 0.01) * (t_s - self.fault_t0)
+            elif kind == "sensor_noise":
+                v += self.rng.uniform(-1.0, 1.0) * f.get("amplitude_k", 1.0)
+        if c["quant_k"]:
+            v = round(v / c["quant_k"]) * c["quant_k"]
+        self.last = v
+        return v
+
+
+class RigResult:
+    def __init__(self, scenario, rows, telemetry, events, stats, board):
+        self.scenario = scenario
+        self.rows = rows
+        self.telemetry = telemetry
+        self.events = events
+        self.stats = stats
+        self.board = board
+        self.verdicts = []
+
+    @property
+    def passed(self):
+        return all(v["passed"] for v in self.verdicts)
+
+
+def run(scenario, port=None, session=None, realtime=None, progress=None, seed=1):
+    """Run ``scenario`` (a dict from scenario.load) against the board on ``port``/``session``.
+
+    Returns a RigResult with one row per tick: t_s, setpoint_k, measurement_k (true plant
+    value), sensed_k (what the board saw), output per actuator, faults.
+    """
+    own = session is None
+    if own:
+        session = Session(port)
+    try:
+        return _run(scenario, session, bool(realtime), progress, seed)
+    finally:
+        if own:
+            session.close()
+
+
+def _run(sc, session, realtime, progress, seed):
+    rng = random.Random(seed)
+    ident = session.hello()
+    tick_hz = ident.tick_hz
+    dt_s = 1.0 / tick_hz
+    plant = make_plant(sc["plant"]["model"], **sc["plant"]["params"])
+    session.command("fault_reset")
+    session.stream_rate("TELEMETRY", tick_hz)
+    sensors = [SensorChannel(s, rng) for s in sc["sensors"]]
+    n_steps = int(round(sc["duration_s"] * tick_hz))
+    setpoints = list(sc["setpoints"])
+    faults = sorted(sc["faults"], key=lambda f: f["t_s"])
+    active = []
+    rows = []
+    outputs = [0.0] * 4
+    setpoint_k = {}
+    session.telemetry.clear()
+    session.events.clear()
+    plant_outputs = plant.outputs()
+    wall0 = time.monotonic()
+    for k in range(n_steps + 1):
+        t_s = k * dt_s
+        while setpoints and setpoints[0]["t_s"] <= t_s + 1e-9:
+            sp = setpoints.pop(0)
+            session.command("setpoint", loop=sp["loop"], value=sp["value_k"])
+            setpoint_k[sp["loop"]] = sp["value_k"]
+        while faults and faults[0]["t_s"] <= t_s + 1e-9:
+            f = dict(faults.pop(0))
+            f["t_end"] = f["t_s"] + f["duration_s"]
+            active.append(f)
+            if f["kind"].startswith("sensor_"):
+                for s in sensors:
+                    if s.cfg["channel"] == f["channel"]:
+                        s.fault, s.fault_t0, s.stuck_value = f, t_s, None
+            if f["kind"] == "host_silence":
+                time.sleep(f["duration_s"])
+        for f in [f for f in active if f["t_end"] <= t_s + 1e-9]:
+            active.remove(f)
+            for s in sensors:
+                if s.fault is f:
+                    s.fault = None
+        values = [0.0] * 8
+        valid = 0
+        for s in sensors:
+            values[s.cfg["channel"]] = s.read(plant_outputs[s.cfg["output"]], t_s, dt_s)
+            valid |= 1 << s.cfg["channel"]
+        for f in active:
+            if f["kind"] == "link_noise":
+                session.ser.write(os.urandom(int(f.get("bytes_per_step", 16))))
+        if realtime:
+            delay = wall0 + t_s - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        ans = session.request("HIL_SENSORS", expect=("HIL_ACTUATORS",), t_ms=int(round(t_s * 1000)),
+                              valid=valid, values=values)
+        outputs = list(ans.outputs)
+        rows.append({
+            "t_s": t_s,
+            "setpoint_k": setpoint_k.get(0, math.nan),
+            "measurement_k": plant_outputs[sc["sensors"][0]["output"]],
+            "sensed_k": values[sc["sensors"][0]["channel"]],
+            "outputs": outputs,
+            "faults": ans.faults,
+            "plant": dict(plant_outputs),
+        })
+        inputs = dict(sc["inputs"])
+        for p in sc["profile"]:
+            inputs[p["input"]] = profile_value(p, t_s)
+        for a in sc["actuators"]:
+            inputs[a["input"]] = outputs[a["channel"]] * a["scale"]
+        for f in active:
+            if f["kind"] == "runaway":
+                inputs["runaway_w"] = f.get("power_w", 500.0)
+        plant_outputs = plant.step(dt_s, inputs)
+        if progress is not None:
+            progress(k, n_steps)
+    stats = session.stats()
+    return RigResult(sc, rows, list(session.telemetry), list(session.events), stats, ident)

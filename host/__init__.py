@@ -1,0 +1,1 @@
+"""ThermoPilot host tools: CLI, parameters, tuning, deploy."""
