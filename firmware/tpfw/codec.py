@@ -8,139 +8,139 @@ SCHEMA_HASH_HI = const(0x9292)
 SCHEMA_HASH_LO = const(0x7db7)
 MAX_PAYLOAD = const(61)
 
-# HELLO (host -> ): Ask the board who it is; answered by IDENTITY.
+# HELLO (sent by host): Ask the board who it is; answered by IDENTITY.
 #   proto_version:u8
 M_HELLO = const(0x01)
 F_HELLO = '<B'
 S_HELLO = const(1)
 
-# IDENTITY (board -> ): Firmware, board, schema hash, features.
+# IDENTITY (sent by board): Firmware, board, schema hash, features.
 #   req_seq:u8, proto_version:u8, fw_version:char[16], board:char[16], schema_hash:u32, features:u32, n_loops:u8, n_params:u16, tick_hz:f32
 M_IDENTITY = const(0x02)
 F_IDENTITY = '<BB16s16sIIBHf'
 S_IDENTITY = const(49)
 
-# TELEMETRY (board -> ): One loop's state, streamed at its stream rate.
+# TELEMETRY (sent by board): One loop's state, streamed at its stream rate.
 #   loop:u8, mode:u8, t_ms:u32, setpoint:f32, measurement:f32, output:f32, p:f32, i:f32, d:f32, faults:u32
 M_TELEMETRY = const(0x10)
 F_TELEMETRY = '<BBIffffffI'
 S_TELEMETRY = const(34)
 
-# EVENT (board -> ): A fault latched or cleared, or a notable change.
+# EVENT (sent by board): A fault latched or cleared, or a notable change.
 #   code:u16, loop:u8, latched:u8, t_ms:u32, value:f32
 M_EVENT = const(0x11)
 F_EVENT = '<HBBIf'
 S_EVENT = const(12)
 
-# LOG (board -> ): Text from the board.
+# LOG (sent by board): Text from the board.
 #   level:u8, text:char[60]
 M_LOG = const(0x12)
 F_LOG = '<B60s'
 S_LOG = const(61)
 
-# PARAM_INFO_REQ (host -> ): Describe parameter number index; answered by PARAM_INFO.
+# PARAM_INFO_REQ (sent by host): Describe parameter number index; answered by PARAM_INFO.
 #   index:u16
 M_PARAM_INFO_REQ = const(0x20)
 F_PARAM_INFO_REQ = '<H'
 S_PARAM_INFO_REQ = const(2)
 
-# PARAM_INFO (board -> ): Name, type, unit, range, default and value of a parameter.
+# PARAM_INFO (sent by board): Name, type, unit, range, default and value of a parameter.
 #   req_seq:u8, index:u16, count:u16, name:char[16], unit:char[8], type:u8, min:f32, max:f32, default:f32, value:f32
 M_PARAM_INFO = const(0x21)
 F_PARAM_INFO = '<BHH16s8sBffff'
 S_PARAM_INFO = const(46)
 
-# PARAM_GET (host -> ): Read a parameter by name; answered by PARAM_VALUE.
+# PARAM_GET (sent by host): Read a parameter by name; answered by PARAM_VALUE.
 #   name:char[16]
 M_PARAM_GET = const(0x22)
 F_PARAM_GET = '<16s'
 S_PARAM_GET = const(16)
 
-# PARAM_VALUE (board -> ): A parameter's value.
+# PARAM_VALUE (sent by board): A parameter's value.
 #   req_seq:u8, index:u16, name:char[16], value:f32
 M_PARAM_VALUE = const(0x23)
 F_PARAM_VALUE = '<BH16sf'
 S_PARAM_VALUE = const(23)
 
-# PARAM_SET (host -> ): Write a parameter; answered by PARAM_VALUE or NACK.
+# PARAM_SET (sent by host): Write a parameter; answered by PARAM_VALUE or NACK.
 #   name:char[16], value:f32
 M_PARAM_SET = const(0x24)
 F_PARAM_SET = '<16sf'
 S_PARAM_SET = const(20)
 
-# PARAM_SAVE (host -> ): Save all parameters to flash atomically; ACK or NACK.
+# PARAM_SAVE (sent by host): Save all parameters to flash atomically; ACK or NACK.
 #   flags:u8
 M_PARAM_SAVE = const(0x25)
 F_PARAM_SAVE = '<B'
 S_PARAM_SAVE = const(1)
 
-# PARAM_DEFAULTS (host -> ): Restore every parameter to its default; ACK.
+# PARAM_DEFAULTS (sent by host): Restore every parameter to its default; ACK.
 #   flags:u8
 M_PARAM_DEFAULTS = const(0x26)
 F_PARAM_DEFAULTS = '<B'
 S_PARAM_DEFAULTS = const(1)
 
-# COMMAND (host -> ): Mode, manual output, setpoint, fault reset, console release.
+# COMMAND (sent by host): Mode, manual output, setpoint, fault reset, console release.
 #   loop:u8, command:u8, value:f32
 M_COMMAND = const(0x30)
 F_COMMAND = '<BBf'
 S_COMMAND = const(6)
 
-# STREAM_RATE (host -> ): Set how often a message streams (Hz, 0 = off).
+# STREAM_RATE (sent by host): Set how often a message streams (Hz, 0 = off).
 #   msg_id:u8, rate_hz:f32
 M_STREAM_RATE = const(0x31)
 F_STREAM_RATE = '<Bf'
 S_STREAM_RATE = const(5)
 
-# HIL_SENSORS (host -> ): Lockstep: simulated time and sensor values.
+# HIL_SENSORS (sent by host): Lockstep: simulated time and sensor values.
 #   t_ms:u32, valid:u16, values:f32[8]
 M_HIL_SENSORS = const(0x40)
 F_HIL_SENSORS = '<IH8f'
 S_HIL_SENSORS = const(38)
 
-# HIL_ACTUATORS (board -> ): Lockstep answer: actuator outputs at t_ms.
+# HIL_ACTUATORS (sent by board): Lockstep answer: actuator outputs at t_ms.
 #   req_seq:u8, t_ms:u32, ticks:u16, faults:u32, outputs:f32[4]
 M_HIL_ACTUATORS = const(0x41)
 F_HIL_ACTUATORS = '<BIHI4f'
 S_HIL_ACTUATORS = const(27)
 
-# UPLOAD_BEGIN (host -> ): Start a chunked upload to a slot (e.g. an MPC model).
+# UPLOAD_BEGIN (sent by host): Start a chunked upload to a slot (e.g. an MPC model).
 #   slot:u8, total_len:u32, crc32:u32
 M_UPLOAD_BEGIN = const(0x50)
 F_UPLOAD_BEGIN = '<BII'
 S_UPLOAD_BEGIN = const(9)
 
-# UPLOAD_CHUNK (host -> ): Upload data at offset; n bytes of data are used.
+# UPLOAD_CHUNK (sent by host): Upload data at offset; n bytes of data are used.
 #   slot:u8, offset:u32, n:u8, data:char[48]
 M_UPLOAD_CHUNK = const(0x51)
 F_UPLOAD_CHUNK = '<BIB48s'
 S_UPLOAD_CHUNK = const(54)
 
-# UPLOAD_END (host -> ): Finish an upload; the board checks length and CRC-32.
+# UPLOAD_END (sent by host): Finish an upload; the board checks length and CRC-32.
 #   slot:u8
 M_UPLOAD_END = const(0x52)
 F_UPLOAD_END = '<B'
 S_UPLOAD_END = const(1)
 
-# LINK_STATS_REQ (host -> ): Ask for the board's link counters.
+# LINK_STATS_REQ (sent by host): Ask for the board's link counters.
 #   flags:u8
 M_LINK_STATS_REQ = const(0x60)
 F_LINK_STATS_REQ = '<B'
 S_LINK_STATS_REQ = const(1)
 
-# LINK_STATS (board -> ): The board's link counters.
+# LINK_STATS (sent by board): The board's link counters.
 #   req_seq:u8, rx_ok:u32, rx_bad_crc:u32, rx_bad_cobs:u32, rx_bad_len:u32, rx_dropped:u32, rx_overflow:u32, rx_duplicate:u32, tx_frames:u32
 M_LINK_STATS = const(0x61)
 F_LINK_STATS = '<BIIIIIIII'
 S_LINK_STATS = const(33)
 
-# ACK (board -> ): A request succeeded.
+# ACK (sent by board): A request succeeded.
 #   req_seq:u8, req_msg:u8, code:u8
 M_ACK = const(0x7e)
 F_ACK = '<BBB'
 S_ACK = const(3)
 
-# NACK (board -> ): A request failed: error code, offending value and allowed range.
+# NACK (sent by board): A request failed: error code, offending value and allowed range.
 #   req_seq:u8, req_msg:u8, code:u8, value:f32, min:f32, max:f32
 M_NACK = const(0x7f)
 F_NACK = '<BBBfff'
