@@ -103,7 +103,7 @@ def decode_frame(block):
     return seq, msg, payload
 
 
-def pack(name, seq, **fields):
+def pack(name, seq, /, **fields):
     """Encode message ``name`` with ``fields`` into a wire frame (construct does the payload)."""
     msg = by_name(name)
     try:
