@@ -85,8 +85,15 @@ def evaluate(result):
             last = rows[-1]["outputs"][ch]
             ok = abs(last - safe) < 1e-6
             detail = "actuator %d at end %.3f, safe value %.3f" % (ch, last, safe)
+        elif kind == "actuator_below":
+            ch = c.get("channel", 0)
+            before = c.get("before_s", math.inf)
+            vals = [r["outputs"][ch] for r in rows if after <= r["t_s"] <= before]
+            ok = max(vals) <= c["max"]
+            detail = "actuator %d peaked at %.3f (limit %.3f)" % (ch, max(vals), c["max"])
         elif kind == "measurement_between":
-            vals = [r["measurement_k"] for r in rows if r["t_s"] >= after]
+            before = c.get("before_s", math.inf)
+            vals = [r["measurement_k"] for r in rows if after <= r["t_s"] <= before]
             lo, hi = min(vals) - C_TO_K, max(vals) - C_TO_K
             ok = lo >= c["min_c"] and hi <= c["max_c"]
             detail = "measurement %.2f..%.2f degC (allowed %.2f..%.2f)" % (

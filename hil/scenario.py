@@ -30,7 +30,9 @@ CRITERIA = {
     "no_fault": "no fault is latched during the run",
     "fault_latched": "the named fault is latched by before_s (default: the end)",
     "actuator_safe_at_end": "actuator channel equals its safe value at the end",
-    "measurement_between": "loop's measurement stays within [min_c, max_c] after after_s",
+    "measurement_between": "loop's measurement stays within [min_c, max_c] between after_s "
+    "and before_s",
+    "actuator_below": "actuator channel stays at or below max between after_s and before_s",
 }
 
 
@@ -166,6 +168,7 @@ def check(raw, where="scenario"):
             "overshoot_max": ("max_k",),
             "fault_latched": ("fault",),
             "measurement_between": ("min_c", "max_c"),
+            "actuator_below": ("max",),
         }.get(kind, ())
         for key in required:
             if key not in crit:

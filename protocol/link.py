@@ -83,6 +83,9 @@ class Session:
         self._tx_lock = threading.Lock()
         self._reader = threading.Thread(target=self._read_loop, daemon=True)
         self._reader.start()
+        # a lone delimiter ends whatever partial bytes the board holds (a REPL's leftovers),
+        # so the first request is not merged with them
+        self.ser.write(b"\x00")
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -130,29 +133,30 @@ class Session:
     def __exit__(self, *exc):
         self.close()
 
-    def send(self, name, **fields):
+    def send(self, msg_name, /, **fields):
         """Send a message without waiting for an answer; returns its sequence number."""
         with self._tx_lock:
             self._seq = (self._seq + 1) & 0xFF
             seq = self._seq
-            self.ser.write(pack(name, seq, **fields))
+            self.ser.write(pack(msg_name, seq, **fields))
         return seq
 
-    def request(self, name, expect=("ACK",), **fields):
+    def request(self, msg_name, /, expect=("ACK",), **fields):
         """Send ``name`` and wait for its answer; retry with the same sequence on timeout.
 
         Returns the answer's construct Container. Raises Nack when the board refuses,
         LinkTimeout when no answer comes after all retries.
         """
-        frame_fields = fields
+        name = msg_name
         with self._tx_lock:
             self._seq = (self._seq + 1) & 0xFF
             seq = self._seq
-        frame = pack(name, seq, **frame_fields)
+        frame = pack(name, seq, **fields)
         self.host_stats["requests"] += 1
         for attempt in range(self.retries + 1):
             if attempt:
                 self.host_stats["retries"] += 1
+                frame = b"\x00" + frame if frame[0] != 0 else frame
             with self._cond:
                 self._answers.pop(seq, None)
             with self._tx_lock:

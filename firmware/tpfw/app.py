@@ -403,6 +403,8 @@ class App:
             ready = True
         while ready:
             if not stdin.readinto(buf):
+                # end of file: the console is gone (the virtual board's host exited)
+                self.running = False
                 return
             size = link.feed_byte(buf[0])
             if size >= 0:
