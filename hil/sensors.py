@@ -64,8 +64,9 @@ class Sensor:
     ):
         for name, v in (("noise", noise), ("quant", quant), ("lag_s", lag_s)):
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
-                raise ValueError("sensor %s=%r out of range; expected a finite value >= 0" % (
-                    name, v))
+                raise ValueError(
+                    "sensor %s=%r out of range; expected a finite value >= 0" % (name, v)
+                )
         if not lo < hi:
             raise ValueError("sensor range lo=%r hi=%r invalid; expected lo < hi" % (lo, hi))
         self.noise = float(noise)
@@ -126,13 +127,16 @@ class Sensor:
         The fault takes effect from the next :meth:`read`.
         """
         if kind not in FAULTS:
-            raise ValueError("unknown sensor fault %r; expected one of: %s" % (
-                kind, ", ".join(FAULTS)))
+            raise ValueError(
+                "unknown sensor fault %r; expected one of: %s" % (kind, ", ".join(FAULTS))
+            )
         allowed = {"drift": {"rate_per_s"}, "delayed": {"delay_s"}}.get(kind, set())
         extra = set(args) - allowed
         if extra:
-            raise ValueError("fault %r takes %s, not %s" % (
-                kind, ", ".join(sorted(allowed)) or "no arguments", ", ".join(sorted(extra))))
+            raise ValueError(
+                "fault %r takes %s, not %s"
+                % (kind, ", ".join(sorted(allowed)) or "no arguments", ", ".join(sorted(extra)))
+            )
         if kind == "drift" and not math.isfinite(args.get("rate_per_s", 0.0)):
             raise ValueError("drift rate_per_s must be finite")
         if kind == "delayed" and not args.get("delay_s", 0.0) > 0:
@@ -154,7 +158,9 @@ class Sensor:
         else:
             dt = t_s - self._t_last
             if dt > 0:
-                self._filtered += (true_value - self._filtered) * (1.0 - math.exp(-dt / self.lag_s))
+                self._filtered += (true_value - self._filtered) * (
+                    1.0 - math.exp(-dt / self.lag_s)
+                )
         self._t_last = t_s
         v = self._filtered
         if self.noise:

@@ -1,9 +1,8 @@
-"""Battery coolant loop: interface, energy balance, hand-calculated steady state, control authority."""
+"""Battery coolant loop: interface, energy balance, hand-calculated steady state, control."""
 
 import math
 
 import pytest
-
 from thermopilot.hil.plants import PLANTS, BatteryCoolantLoop, make_plant
 
 
@@ -51,8 +50,15 @@ def test_energy_balance_closes_over_a_drive():
     e0 = b.stored_energy_j()
     throughput = 0.0
     for k in range(6000):  # 10 min, duty and current changing
-        out = b.step(0.1, {"pump_duty": 0.3 + 0.5 * ((k // 700) % 2), "current_a": 150.0,
-                           "heater_w": 2000.0 if 3000 < k < 3500 else 0.0, "ambient_k": 303.15})
+        out = b.step(
+            0.1,
+            {
+                "pump_duty": 0.3 + 0.5 * ((k // 700) % 2),
+                "current_a": 150.0,
+                "heater_w": 2000.0 if 3000 < k < 3500 else 0.0,
+                "ambient_k": 303.15,
+            },
+        )
         throughput += 0.1 * (out["heat_gen_w"] + out["chiller_heat_w"] + out["heater_w"])
     residual = b.stored_energy_j() - e0 - b.energy_in_j
     assert abs(residual) < 1e-9 * throughput + 1e-3
@@ -60,8 +66,12 @@ def test_energy_balance_closes_over_a_drive():
 
 def test_steady_state_matches_hand_calculation():
     # No ambient exchange, constant resistance, chiller not capacity-limited, duty 0.5.
-    b = BatteryCoolantLoop(pack_ambient_w_k=0.0, pipe_ambient_w_k=0.0,
-                           resistance_activation_k=0.0, group_resistance_scale=(1.0,))
+    b = BatteryCoolantLoop(
+        pack_ambient_w_k=0.0,
+        pipe_ambient_w_k=0.0,
+        resistance_activation_k=0.0,
+        group_resistance_scale=(1.0,),
+    )
     u = {"pump_duty": 0.5, "current_a": 100.0, "chiller_ref_k": 288.15}
     for _ in range(int(10 * 3600 / 5.0)):  # the pack settles with a ~1 h time constant
         out = b.step(5.0, u)

@@ -3,7 +3,6 @@
 import math
 
 import pytest
-
 from thermopilot.hil.plants import TwoPhaseChipCooler
 
 
@@ -20,8 +19,12 @@ def test_energy_balance_closes_through_power_steps():
 
 def test_steady_state_hand_calculation():
     c = TwoPhaseChipCooler()
-    u = {"chip_power_w": 500.0, "pump_duty": 0.8, "facility_t_k": 303.15,
-         "facility_flow_kg_s": 0.05}
+    u = {
+        "chip_power_w": 500.0,
+        "pump_duty": 0.8,
+        "facility_t_k": 303.15,
+        "facility_flow_kg_s": 0.05,
+    }
     for _ in range(3000):
         o = c.step(0.2, u)
     # Condenser: C_w = 0.05*4180 = 209 W/K, eps = 1 - exp(-300/209) = 0.7620

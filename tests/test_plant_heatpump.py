@@ -1,7 +1,6 @@
-"""R290 heat pump: charge conservation, energy balance, phase consistency, steady state, dynamics."""
+"""R290 heat pump: charge, energy balance, phase consistency, steady state, dynamics."""
 
 import pytest
-
 from thermopilot.hil.plants import R290HeatPump
 
 
@@ -11,7 +10,7 @@ def run():
     e0, m0 = hp.stored_energy_j(), hp.charge_kg
     log = []
     for steps, hz in [(160, 50), (175, 50), (160, 70), (150, 35)]:
-        for k in range(600):
+        for _ in range(600):
             log.append(hp.step(0.1, {"valve_steps_cmd": steps, "compressor_hz": hz}))
     return hp, e0, m0, log
 

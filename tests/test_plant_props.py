@@ -1,11 +1,10 @@
-"""Property tables against CoolProp HEOS and against the R290 figures of reference control.md s.5."""
+"""Property tables against CoolProp HEOS and the R290 figures of reference control.md s.5."""
 
 import math
 
 import CoolProp
 import numpy as np
 import pytest
-
 from thermopilot.hil.plants.props import propane
 
 
@@ -20,9 +19,7 @@ def test_r290_critical_point(tab):
     assert tab.p_crit_pa / 1e5 == pytest.approx(42.5, abs=0.05)
 
 
-@pytest.mark.parametrize(
-    "t_c, p_bar", [(0, 4.7), (40, 13.7), (50, 17.1), (60, 21.2), (70, 25.9)]
-)
+@pytest.mark.parametrize("t_c, p_bar", [(0, 4.7), (40, 13.7), (50, 17.1), (60, 21.2), (70, 25.9)])
 def test_r290_saturation_pressure(tab, t_c, p_bar):
     # reference control.md s.5 (rounded to 0.1 bar there)
     assert tab.p_sat(t_c + 273.15) / 1e5 == pytest.approx(p_bar, abs=0.06)

@@ -3,7 +3,6 @@
 import math
 
 import pytest
-
 from thermopilot.hil.sensors import Sensor
 
 

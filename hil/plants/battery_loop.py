@@ -15,7 +15,7 @@ keeps the books in ``energy_in_j`` and ``stored_energy_j()``.
 
 import math
 
-from ._base import C_TO_K, PlantBase
+from ._base import PlantBase
 
 _LPM_PER_M3S = 60e3
 
@@ -208,7 +208,9 @@ class BatteryCoolantLoop(PlantBase):
         """Electrical resistance of one cell group at ``t_k`` (Arrhenius), ohm."""
         p = self.p
         r = p["pack_resistance_ohm"] / self.n_groups * self._scale[group]
-        return r * math.exp(p["resistance_activation_k"] * (1.0 / t_k - 1.0 / p["resistance_ref_k"]))
+        return r * math.exp(
+            p["resistance_activation_k"] * (1.0 / t_k - 1.0 / p["resistance_ref_k"])
+        )
 
     # ------------------------------------------------------------------ step
     def step(self, dt_s, inputs):
@@ -217,7 +219,9 @@ class BatteryCoolantLoop(PlantBase):
         u = self.parse_inputs(inputs)
         rg = u["runaway_group"]
         if rg != int(rg):
-            raise ValueError("runaway_group=%r must be an integer -1..%d" % (rg, self.n_groups - 1))
+            raise ValueError(
+                "runaway_group=%r must be an integer -1..%d" % (rg, self.n_groups - 1)
+            )
         self._flows(u["pump_duty"])
         mcp = self.flow_kg_s * self.p["coolant_cp_j_kgk"]
         # The last node's outflow is taken explicitly (closes the ring conservatively); keep its
@@ -280,8 +284,10 @@ class BatteryCoolantLoop(PlantBase):
             else:
                 g_cell = 0.0
                 gi = -1
-            t_new = (c * tc[i] + h * (mcp * t_up + src + g_amb * amb + (
-                g_cell * cells[gi] if gi >= 0 else 0.0))) / (c + h * (g + g_amb + g_cell))
+            t_new = (
+                c * tc[i]
+                + h * (mcp * t_up + src + g_amb * amb + (g_cell * cells[gi] if gi >= 0 else 0.0))
+            ) / (c + h * (g + g_amb + g_cell))
             if g_amb:
                 e_in += g_amb * (amb - t_new)
             if gi >= 0:
@@ -302,7 +308,7 @@ class BatteryCoolantLoop(PlantBase):
     # --------------------------------------------------------------- outputs
     def stored_energy_j(self):
         """Thermal energy stored in coolant, plate and cells relative to 0 K, J."""
-        e = sum(c * t for c, t in zip(self._cap, self.coolant_k))
+        e = sum(c * t for c, t in zip(self._cap, self.coolant_k, strict=True))
         return e + sum(self._cell_cap * t for t in self.cell_k)
 
     def _update_outputs(self):

@@ -71,7 +71,9 @@ class TwoPhaseChipCooler(PlantBase):
             "project parameter (reference control.md s.5: no citable exit-quality limit)",
         ),
         "quality_lag_s": (
-            1.0, "s", "assumption: refrigerant transit time through the cold plate",
+            1.0,
+            "s",
+            "assumption: refrigerant transit time through the cold plate",
         ),
         "pump_max_flow_kg_s": (0.015, "kg/s", "assumption: gear pump at full speed"),
         "pump_min_duty": (0.05, "-", "assumption: below this the pump does not turn"),
@@ -103,7 +105,8 @@ class TwoPhaseChipCooler(PlantBase):
         self._require_positive(
             "r_jc_k_w", "r_tim_k_w", "c_junction_j_k", "c_case_j_k", "c_plate_j_k",
             "boiling_area_m2", "htc_boiling_w_m2k", "htc_dry_w_m2k", "dryout_quality",
-            "pump_max_flow_kg_s", "loop_heat_capacity_j_k", "quality_lag_s", "condenser_ua_w_k", "initial_t_k",
+            "pump_max_flow_kg_s", "loop_heat_capacity_j_k", "quality_lag_s",
+            "condenser_ua_w_k", "initial_t_k",
         )  # fmt: skip
         try:
             self.props = fluid_table(str(self.p["fluid"]), 1.0e5, 20.0e5, 120e3)

@@ -13,7 +13,8 @@ Model structure (docs/plants.md explains the choice):
 * Pressures: one per heat exchanger, from the **refrigerant mass balance**. The refrigerant charge
   in each exchanger is a state integrated from the valve and compressor flows (so the total charge
   is conserved to round-off); the pressure is the one at which the charge held by the current
-  enthalpy profile (two-phase density from Zivi's void fraction, integrated along each cell) equals that
+  enthalpy profile (two-phase density from Zivi's void fraction, integrated along each
+  cell) equals that
   state, tracked with one Newton step per substep.
 * Compressor: displacement x speed x volumetric efficiency x suction density; discharge enthalpy
   from the overall isentropic efficiency (adiabatic shell, so shaft power = enthalpy rise).
@@ -27,7 +28,7 @@ Properties come from :mod:`.props` (tables built from CoolProp HEOS).
 
 import math
 
-from ._base import C_TO_K, PlantBase
+from ._base import PlantBase
 from .props import propane
 
 
@@ -165,7 +166,9 @@ class R290HeatPump(PlantBase):
         "suction_pipe_j_k": (80.0, "J/K", "assumption: 0.2 kg copper suction pipe x 385 J/(kg K)"),
         "suction_pipe_ua_w_k": (20.0, "W/K", "assumption: refrigerant to suction pipe"),
         "shell_j_k": (
-            4600.0, "J/K", "assumption: 10 kg of compressor shell and oil x 460 J/(kg K)",
+            4600.0,
+            "J/K",
+            "assumption: 10 kg of compressor shell and oil x 460 J/(kg K)",
         ),
         "shell_ua_w_k": (15.0, "W/K", "assumption: discharge gas to compressor shell"),
         "charge_kg": (0.0, "kg", "refrigerant charge; 0 = the charge of the initial state"),
@@ -176,7 +179,11 @@ class R290HeatPump(PlantBase):
             "-",
             "numerical: fraction of the Newton pressure correction applied per substep",
         ),
-        "presettle_s": (120.0, "s", "simulated time run at default inputs when built"),
+        "presettle_s": (
+            120.0,
+            "s",
+            "simulated time run when built (default inputs, valve held where it is)",
+        ),
     }
     INPUTS = {
         "valve_steps_cmd": (200.0, 0.0, 480.0, "clamp", "steps"),
@@ -238,8 +245,9 @@ class R290HeatPump(PlantBase):
         self._out = {}
         self._update_outputs(u0)
         settle = p["presettle_s"]
+        hold = {"valve_steps_cmd": self.valve_steps}
         while self.t_s < settle:
-            self.step(0.1, {})
+            self.step(0.1, hold)
         self.t_s = 0.0
         self.energy_in_j = 0.0
 
@@ -502,8 +510,8 @@ class R290HeatPump(PlantBase):
                 q_pipe = p["suction_pipe_ua_w_k"] * (self.t_pipe - t_r)
             else:
                 mcp = m * self._cp_e
-                q_pipe = (1.0 - math.exp(-p["suction_pipe_ua_w_k"] / mcp)) * mcp * (
-                    self.t_pipe - t_r
+                q_pipe = (
+                    (1.0 - math.exp(-p["suction_pipe_ua_w_k"] / mcp)) * mcp * (self.t_pipe - t_r)
                 )
             self._h_suc = h_e + q_pipe / m
         else:

@@ -6,8 +6,8 @@ project's CI-class machine; see docs/benchmarks.md), which a fresh CI machine pa
 The plants only need a few property paths, so :class:`FluidTable` builds three small tables from
 HEOS in well under a second and keeps them in memory:
 
-* saturation, uniform in ``ln p``: ``T_sat, h_f, h_g, rho_f, rho_g, s_f, s_g`` (linear interpolation
-  on 1500 nodes);
+* saturation, uniform in ``ln p``: ``T_sat, h_f, h_g, rho_f, rho_g, s_f, s_g`` (linear
+  interpolation on 1500 nodes);
 * superheated vapour, uniform in ``(ln p, h - h_g(p))``: ``T, rho, s`` (bilinear, 160 x 121 nodes);
 * isentropic compression, uniform in ``(ln p, s - s_g(p))``: ``h`` (bilinear, 160 x 121 nodes).
 
@@ -264,8 +264,10 @@ class FluidTable:
         fx = xu - j
         k = i * _N_X + j
         tab = self._dh_of_ds
-        return hg + (1.0 - fp) * ((1.0 - fx) * tab[k] + fx * tab[k + 1]) + fp * (
-            (1.0 - fx) * tab[k + _N_X] + fx * tab[k + _N_X + 1]
+        return (
+            hg
+            + (1.0 - fp) * ((1.0 - fx) * tab[k] + fx * tab[k + 1])
+            + fp * ((1.0 - fx) * tab[k + _N_X] + fx * tab[k + _N_X + 1])
         )
 
     def h_pt(self, p_pa, t_k):

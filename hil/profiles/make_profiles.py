@@ -80,9 +80,12 @@ def gpu_power():
 def heatpump_demand():
     t = np.arange(0, 7200 + 1, 10.0)
     h = t / 3600.0
-    demand = 2500 + 1500 * np.exp(-(((h - 0.4) / 0.25) ** 2)) - 900 * np.exp(
-        -(((h - 1.0) / 0.2) ** 2)
-    ) + 2000 * np.exp(-(((h - 1.7) / 0.2) ** 2))
+    demand = (
+        2500
+        + 1500 * np.exp(-(((h - 0.4) / 0.25) ** 2))
+        - 900 * np.exp(-(((h - 1.0) / 0.2) ** 2))
+        + 2000 * np.exp(-(((h - 1.7) / 0.2) ** 2))
+    )
     demand = np.clip(demand, 1500, 4500)
     source = 278.15 + 7.0 * np.sin(math.pi * h / 2.0) ** 2
     return _write(
