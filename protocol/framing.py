@@ -92,7 +92,9 @@ def decode_frame(block):
     seq, msg_id, length = HEADER.unpack_from(body)
     payload = body[HEADER.size :]
     if length != len(payload):
-        raise FrameError("bad_len", "length field %d but %d payload bytes" % (length, len(payload)))
+        raise FrameError(
+            "bad_len", "length field %d but %d payload bytes" % (length, len(payload))
+        )
     msg = by_id(msg_id)
     if msg is None:
         raise FrameError("unknown", "unknown message id 0x%02x" % msg_id)
@@ -163,7 +165,8 @@ class StreamDecoder:
             self.stats[exc.kind] += 1
             return None
         self.stats["ok"] += 1
-        if self._last_seq is not None:
+        if self._last_seq is not None and seq != self._last_seq:
+            # a repeated seq is the board re-sending a cached answer, not a gap (as on the board)
             self.stats["dropped"] += (seq - self._last_seq - 1) & 0xFF
         self._last_seq = seq
-        return seq, msg, msg.struct.parse(payload)
+        return seq, msg, msg.parse(payload)

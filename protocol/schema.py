@@ -7,17 +7,20 @@ in the spirit of MAVLink's CRC_EXTRA) travels in the identity message so that a 
 refuses a board built from another schema.
 """
 
+import struct as _struct
 import zlib
 
 from construct import (
     Array,
     Bytes,
+    Container,
     Float32l,
     Int8sl,
     Int8ul,
     Int16ul,
     Int32sl,
     Int32ul,
+    ListContainer,
     Struct,
 )
 
@@ -95,6 +98,24 @@ class Message:
             self.fields.append((sub.name,) + _field_format(sub.subcon))
         self.format = "<" + "".join(f for _, f, _ in self.fields)
         self.size = struct.sizeof()
+        # parse() reads the payload with one precomputed struct: construct's own parse costs
+        # ~80 us per telemetry frame, too slow for a saturated USB full-speed link
+        self._unpack_from = _struct.Struct(self.format).unpack_from
+        self._layout = []  # (field name, index of its first value, array length or 0)
+        k = 0
+        for fname, fmt, _ in self.fields:
+            count = int(fmt[:-1]) if fmt[-1] != "s" and len(fmt) > 1 else 0
+            self._layout.append((fname, k, count))
+            k += count or 1
+
+    def parse(self, payload):
+        """Decode a payload of exactly ``size`` bytes into a construct Container; the same
+        result as ``self.struct.parse(payload)``, about 10x faster."""
+        vals = self._unpack_from(payload)
+        c = Container()
+        for fname, k, count in self._layout:
+            c[fname] = vals[k] if not count else ListContainer(vals[k : k + count])
+        return c
 
     def __repr__(self):
         return "Message(%d, %r, %d bytes)" % (self.id, self.name, self.size)
@@ -200,7 +221,8 @@ def schema_text():
     """The canonical text the schema hash is computed from."""
     parts = []
     for m in sorted(MESSAGES, key=lambda m: m.id):
-        parts.append("%d %s " % (m.id, m.name) + " ".join("%s %s" % (t, n) for n, _, t in m.fields))
+        fields = " ".join("%s %s" % (t, n) for n, _, t in m.fields)
+        parts.append("%d %s " % (m.id, m.name) + fields)
     return "\n".join(parts)
 
 
