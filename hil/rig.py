@@ -115,6 +115,9 @@ def _run(sc, session, realtime, progress, seed):
     tick_hz = ident.tick_hz
     dt_s = 1.0 / tick_hz
     plant = make_plant(sc["plant"]["model"], **sc["plant"]["params"])
+    session.request("PARAM_DEFAULTS", flags=0)
+    for name, value in sc["params"].items():
+        session.param_set(name, value)
     session.command("fault_reset")
     session.stream_rate("TELEMETRY", tick_hz)
     sensors = [SensorChannel(s, rng) for s in sc["sensors"]]

@@ -69,7 +69,7 @@ def load(path):
 
 def check(raw, where="scenario"):
     known = {"name", "description", "duration_s", "board", "plant", "inputs", "profile",
-             "sensors", "actuators", "setpoints", "faults", "criteria", "realtime"}
+             "sensors", "actuators", "setpoints", "faults", "criteria", "params"}
     unknown = set(raw) - known
     if unknown:
         raise ScenarioError(
@@ -91,6 +91,8 @@ def check(raw, where="scenario"):
     }
     inputs = _need(raw, "inputs", dict, where, {}, required=False)
     sc["inputs"] = {k: _need(inputs, k, float, where + " [inputs]") for k in inputs}
+    params = _need(raw, "params", dict, where, {}, required=False)
+    sc["params"] = {k: _need(params, k, float, where + " [params]") for k in params}
     sc["profile"] = []
     for k, pr in enumerate(raw.get("profile", [])):
         w = "%s [[profile]] #%d" % (where, k + 1)

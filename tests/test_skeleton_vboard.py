@@ -1,0 +1,95 @@
+"""The virtual board boots the real firmware, answers info, and stops without leftovers."""
+
+import os
+import pty
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from thermopilot.hil.vboard import VirtualBoard
+
+THERMOPILOT = [sys.executable, "-m", "thermopilot.host.cli"]
+
+
+@pytest.fixture(scope="module")
+def vboard():
+    vb = VirtualBoard().start()
+    yield vb
+    vb.stop()
+
+
+def run_cli(*args, timeout=60):
+    return subprocess.run(THERMOPILOT + list(args), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_info_identifies_the_board(vboard):
+    res = run_cli("info", "--port", vboard.port)
+    assert res.returncode == 0, res.stderr
+    assert "board         virtual" in res.stdout
+    assert "link (board)" in res.stdout
+
+
+def test_monitor_logs_csv(vboard, tmp_path):
+    csv_path = tmp_path / "tlm.csv"
+    res = run_cli("monitor", "--port", vboard.port, "--duration", "1.5", "--rate", "10",
+                  "--csv", str(csv_path))
+    assert res.returncode == 0, res.stderr
+    lines = csv_path.read_text().splitlines()
+    assert lines[0].startswith("host_time_s,loop,mode")
+    assert len(lines) > 5  # about 15 rows at 10 Hz
+
+
+def test_param_out_of_range_names_the_range(vboard):
+    res = run_cli("param", "set", "cool.kp", "500", "--port", vboard.port)
+    assert res.returncode == 2
+    assert "out_of_range" in res.stderr and "[0, 100]" in res.stderr
+    assert "Traceback" not in res.stderr
+    res = run_cli("param", "set", "cool.kp", "0.2", "--port", vboard.port)
+    assert res.returncode == 0 and "cool.kp = 0.2" in res.stdout
+
+
+def test_vm_heap_is_no_larger_than_an_esp32(vboard):
+    out = vboard.proc.args
+    assert "heapsize=110K" in " ".join(out)
+
+
+def test_vboard_command_prints_port_and_stops_cleanly_on_ctrl_c():
+    proc = subprocess.Popen(THERMOPILOT + ["vboard"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        proc.stdout.readline()
+        port = proc.stdout.readline().strip()
+        assert port.startswith("/dev/pts/")
+        res = run_cli("info", "--port", port)
+        assert res.returncode == 0, res.stderr
+        vm = subprocess.run(["pgrep", "-f", "-P", str(proc.pid), "micropython"],
+                            capture_output=True, text=True).stdout.split()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    time.sleep(0.2)
+    for pid in vm:
+        assert not os.path.exists("/proc/%s" % pid), "micropython %s left running" % pid
+
+
+def test_missing_port_is_one_line_error():
+    res = run_cli("info", "--port", "/dev/does-not-exist")
+    assert res.returncode == 2
+    assert res.stderr.count("\n") == 1 and "cannot open /dev/does-not-exist" in res.stderr
+
+
+def test_silent_port_is_one_line_error():
+    master, slave = pty.openpty()  # a port with nothing behind it
+    try:
+        res = run_cli("info", "--port", os.ttyname(slave), "--timeout", "0.2")
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert res.returncode == 2
+    assert res.stderr.count("\n") == 1 and "no answer to HELLO" in res.stderr
