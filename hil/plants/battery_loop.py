@@ -34,7 +34,7 @@ class BatteryCoolantLoop(PlantBase):
     heater_w          0 W      0..max clamp  PTC heater power command
     chiller_w         5000 W   0..max clamp  chiller capacity available (run alone)
     chiller_ref_k     288.15   240..320 K    refrigerant evaporating temperature in chiller
-    runaway_group     -1       -1..n-1       cell group with injected heat (-1: none)
+    runaway_group     n-1      -1..n-1       cell group with injected heat (-1: none)
     runaway_w         0 W      0..1e5 clamp  injected heat in that group
     ================  =======  ============  =============================================
 
@@ -154,7 +154,8 @@ class BatteryCoolantLoop(PlantBase):
             scale = tuple(scale[i % len(scale)] for i in range(n))
         self._scale = scale[:n]
         self.INPUTS = dict(self.INPUTS)
-        self.INPUTS["runaway_group"] = (-1.0, -1.0, n - 1.0, "check", "-")
+        # Injected heat goes to the last (downstream, warmest) group unless another is named.
+        self.INPUTS["runaway_group"] = (n - 1.0, -1.0, n - 1.0, "check", "-")
         self.INPUTS["heater_w"] = (0.0, 0.0, p["heater_max_w"], "clamp", "W")
         rc = p["coolant_rho_kg_m3"] * p["coolant_cp_j_kgk"]
         k = int(p["pipe_nodes"])
