@@ -62,7 +62,7 @@ class VirtualBoard:
         The board's filesystem; a fresh temporary directory when None.
     """
 
-    def __init__(self, board="virtual", heap=None, workdir=None):
+    def __init__(self, board="virtual", heap=None, workdir=None, ports=1):
         self.board_file = resources.board_path(board)
         self.board = resources.load_board(board)
         self.heap = heap or self.board.get("heap", DEFAULT_HEAP)
@@ -70,6 +70,8 @@ class VirtualBoard:
         self.workdir = workdir
         self.proc = None
         self.port = None
+        self.ports = []
+        self.n_ports = ports
         self._fds = []
         self._stop = threading.Event()
         self._bridge = None
@@ -92,15 +94,18 @@ class VirtualBoard:
             close_fds=True,
         )
         os.close(vm_slave)
-        user_master, user_slave = pty.openpty()
-        tty.setraw(user_slave)
-        self.port = os.ttyname(user_slave)
-        self._fds = [vm_master, user_master, user_slave]
-        for fd in (vm_master, user_master):
+        self._fds = [vm_master]
+        users = []
+        for _ in range(self.n_ports):
+            user_master, user_slave = pty.openpty()
+            tty.setraw(user_slave)
+            self.ports.append(os.ttyname(user_slave))
+            self._fds += [user_master, user_slave]
+            users.append(user_master)
+        self.port = self.ports[0]
+        for fd in [vm_master] + users:
             os.set_blocking(fd, False)
-        self._bridge = threading.Thread(
-            target=self._pump, args=(vm_master, user_master), daemon=True
-        )
+        self._bridge = threading.Thread(target=self._pump, args=(vm_master, users), daemon=True)
         self._bridge.start()
         self._wait_banner()
         if deploy:
@@ -121,15 +126,19 @@ class VirtualBoard:
         raise VirtualBoardError("micropython printed no prompt within %.0f s" % timeout_s)
 
     _banner_seen = False
+    _app_running = False  # while mpremote deploys, bytes pass through as they come
 
-    def _pump(self, vm, user):
-        # Copy bytes both ways. Output nobody reads is dropped, as a USB CDC port with no host
-        # drops it, so the board never stalls on a full console.
+    def _pump(self, vm, users):
+        # Copy bytes both ways. Board output goes to every port; output nobody reads is
+        # dropped, as a USB CDC port with no host drops it, so the board never stalls. With
+        # several ports, input is forwarded a whole frame (up to a 0x00) at a time so that two
+        # host programs can share the board (a HIL run and a monitor) without mixing frames.
         pending_to_vm = b""
+        partial = {u: b"" for u in users}
         while not self._stop.is_set():
-            rlist = [vm, user]
+            whole_frames = self._app_running and len(users) > 1
             try:
-                r, _, _ = select.select(rlist, [vm] if pending_to_vm else [], [], 0.05)
+                r, _, _ = select.select([vm] + users, [vm] if pending_to_vm else [], [], 0.05)
             except (OSError, ValueError):
                 return
             if vm in r:
@@ -139,18 +148,29 @@ class VirtualBoard:
                     return  # the VM has exited
                 if not self._banner_seen and b">>> " in data:
                     self._banner_seen = True
+                for u in users:
+                    try:
+                        os.write(u, data)
+                    except BlockingIOError:
+                        self.bytes_dropped += len(data)
+                    except OSError:
+                        pass
+            for u in users:
+                if u not in r:
+                    continue
                 try:
-                    os.write(user, data)
-                except BlockingIOError:
-                    self.bytes_dropped += len(data)
-                except OSError:
-                    pass
-            if user in r:
-                try:
-                    pending_to_vm += os.read(user, 65536)
+                    data = os.read(u, 65536)
                 except OSError as exc:
                     if exc.errno != errno.EIO:
                         return
+                    continue
+                if not whole_frames:
+                    pending_to_vm += data
+                    continue
+                buf = partial[u] + data
+                cut = buf.rfind(b"\x00") + 1
+                pending_to_vm += buf[:cut]
+                partial[u] = buf[cut:]
             if pending_to_vm:
                 try:
                     n = os.write(vm, pending_to_vm)
@@ -182,6 +202,7 @@ class VirtualBoard:
     def run_app(self):
         """Start main.py on the board and leave it running (mpremote exec --no-follow)."""
         self.mpremote("exec", "--no-follow", "import main")
+        self._app_running = True
 
     def stop(self):
         self._stop.set()

@@ -53,13 +53,15 @@ def cmd_ports(args):
 def cmd_vboard(args):
     from thermopilot.hil.vboard import VirtualBoard
 
-    vb = VirtualBoard(board=args.board, heap=args.heap, workdir=args.workdir)
+    vb = VirtualBoard(board=args.board, heap=args.heap, workdir=args.workdir, ports=args.ports)
     stop = []
     signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
     try:
         vb.start()
-        print("virtual board %r running MicroPython (heap %s) on port:" % (args.board, vb.heap))
-        print(vb.port, flush=True)
+        print("virtual board %r running MicroPython (heap %s) on port%s:"
+              % (args.board, vb.heap, "s" if len(vb.ports) > 1 else ""))
+        for port in vb.ports:
+            print(port, flush=True)
         print("try: thermopilot info --port %s   (Ctrl-C stops the board)" % vb.port, flush=True)
         while not stop and vb.proc.poll() is None:
             time.sleep(0.2)
@@ -337,6 +339,8 @@ def build_parser():
     p.add_argument("--board", default="virtual", help="board definition (default: virtual)")
     p.add_argument("--heap", default=None, help="MicroPython heap, e.g. 110K")
     p.add_argument("--workdir", default=None, help="the board's filesystem (default: temp)")
+    p.add_argument("--ports", type=int, default=1, choices=range(1, 5),
+                   help="how many ports share the board (e.g. 2: a HIL run and a monitor)")
     p.set_defaults(func=cmd_vboard)
 
     p = sub.add_parser("info", help="identity, features and link statistics of a board")
@@ -387,7 +391,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (UserError, LinkError, ValueError, OSError) as exc:
+    except (UserError, LinkError, ValueError, OSError, RuntimeError) as exc:
         if os.environ.get("THERMOPILOT_DEBUG"):
             raise
         print("thermopilot: error: %s" % exc, file=sys.stderr)
