@@ -52,3 +52,53 @@ def flat(msg, fields):
 
 def struct_payload(msg, fields):
     return struct.pack(msg.format, *flat(msg, fields))
+
+
+# -- corruption of a byte stream -------------------------------------------------------------
+
+CORRUPTIONS = ("bit_flip", "drop", "insert", "burst")
+
+
+def corrupt(frame, kind, rng):
+    """``frame`` (bytes, delimiter included) with one corruption of ``kind`` applied.
+
+    bit_flip: one bit of one byte; drop: one byte removed; insert: one random byte added;
+    burst: 2..16 consecutive bytes replaced by random ones (a noise burst on the line).
+    """
+    b = bytearray(frame)
+    n = len(b)
+    if kind == "bit_flip":
+        b[rng.randrange(n)] ^= 1 << rng.randrange(8)
+    elif kind == "drop":
+        del b[rng.randrange(n)]
+    elif kind == "insert":
+        b.insert(rng.randrange(n + 1), rng.randrange(256))
+    else:
+        k = rng.randint(2, 16)
+        at = rng.randrange(max(1, n - k + 1))
+        b[at : at + k] = bytes(rng.randrange(256) for _ in range(k))
+    return bytes(b)
+
+
+def corrupt_stream(frames, rate, rng):
+    """Join ``frames``, corrupting each with probability ``rate``.
+
+    Returns (stream, hit, must_accept): hit[i] says frame i was altered; must_accept[i] says
+    frame i is intact and preceded by a delimiter (or the stream start), so a decoder that
+    resynchronises at the next delimiter must accept it.
+    """
+    parts = []
+    hit = []
+    must = []
+    prev_ends_clean = True
+    for f in frames:
+        if rng.random() < rate:
+            g = corrupt(f, rng.choice(CORRUPTIONS), rng)
+        else:
+            g = f
+        altered = g != f
+        hit.append(altered)
+        must.append(not altered and prev_ends_clean)
+        prev_ends_clean = g.endswith(b"\x00")
+        parts.append(g)
+    return b"".join(parts), hit, must

@@ -1,0 +1,54 @@
+# Runs on the MicroPython VM (not CPython): the board's framing (tpfw/link.py) and generated
+# codec (tpfw/codec.py) decode the host's frames and encode them again.
+# Usage: micropython mpy_codec_driver.py FIRMWARE_DIR
+# Each stdin line is the hex of a byte stream; the answer line is
+#   <hex of re-encoded frames or -> <ok> <bad_crc> <bad_cobs> <bad_len> <overflow> <dropped>
+# after feeding the stream byte by byte to one Link (its counters carry over between lines).
+import struct
+import sys
+from binascii import hexlify, unhexlify
+
+sys.path.insert(0, sys.argv[1])
+
+from tpfw import codec  # noqa: E402
+from tpfw.link import Link  # noqa: E402
+
+FORMATS = {}
+for _k in dir(codec):
+    if _k.startswith("M_"):
+        _name = _k[2:]
+        FORMATS[getattr(codec, _k)] = (getattr(codec, "F_" + _name), getattr(codec, "S_" + _name))
+
+out = []
+link = Link(lambda mv: out.append(bytes(mv)))
+
+while True:
+    line = sys.stdin.readline()
+    if not line:
+        break
+    line = line.strip()
+    out.clear()
+    for b in unhexlify(line):
+        n = link.feed_byte(b)
+        if n < 0:
+            continue
+        rx = link.rx
+        msg_id = rx[1]
+        if msg_id not in FORMATS:
+            out.append(b"?")
+            continue
+        fmt, size = FORMATS[msg_id]
+        values = struct.unpack_from(fmt, rx, 3)
+        struct.pack_into(fmt, link.tx, 3, *values)
+        link.tx_seq = rx[0]  # echo the sequence number so the host can check it
+        link.send(msg_id, size)
+    data = b"".join(out)
+    print(
+        hexlify(data).decode() if data else "-",
+        link.rx_ok,
+        link.rx_bad_crc,
+        link.rx_bad_cobs,
+        link.rx_bad_len,
+        link.rx_overflow,
+        link.rx_dropped,
+    )
