@@ -102,3 +102,79 @@ def corrupt_stream(frames, rate, rng):
         prev_ends_clean = g.endswith(b"\x00")
         parts.append(g)
     return b"".join(parts), hit, must
+
+
+# -- the corrupted-stream check shared by the test and the benchmark -------------------------
+
+#: messages that carry a u32 the check uses as a unique id, with that field's name
+UID_FIELDS = {"TELEMETRY": "t_ms", "HIL_SENSORS": "t_ms", "HIL_ACTUATORS": "t_ms",
+              "EVENT": "t_ms", "LINK_STATS": "rx_ok", "UPLOAD_CHUNK": "offset"}
+
+
+def frame_pool(n, rng):
+    """n frames (random messages and field values, no NaN) whose uid field is their index;
+    returns (frames, originals) with originals[i] = (seq, Message, fields dict)."""
+    from thermopilot.protocol.framing import encode_frame
+
+    names = sorted(UID_FIELDS)
+    frames = []
+    originals = []
+    for i in range(n):
+        msg = schema.by_name(rng.choice(names))
+        while True:
+            raw = bytes(rng.randrange(256) if rng.random() < 0.8 else 0 for _ in range(msg.size))
+            c = msg.parse(raw)
+            c[UID_FIELDS[msg.name]] = i
+            payload = struct.pack(msg.format, *flat(msg, c))
+            c = msg.parse(payload)
+            if all(v == v for v in flat(msg, c) if isinstance(v, float)):
+                break
+        seq = rng.randrange(256)
+        frames.append(encode_frame(seq, msg.id, payload))
+        originals.append((seq, msg, c))
+    return frames, originals
+
+
+def check_corrupted_streams(n_corrupted, rng, stream_len=1000, rate=0.5, pool=None):
+    """Feed streams of valid frames with corruptions (each frame hit with probability
+    ``rate``) to a StreamDecoder in random-sized chunks until ``n_corrupted`` frames were hit.
+
+    Fails (AssertionError) if the decoder raises, accepts a frame that differs from the one
+    sent, accepts a frame twice, or misses an intact frame that follows a delimiter.
+    Returns a dict of counts.
+    """
+    from thermopilot.protocol.framing import StreamDecoder
+
+    frames, originals = pool or frame_pool(stream_len * 2, rng)
+    totals = dict(frames=0, corrupted=0, accepted=0, must_accept=0, corrupted_accepted=0,
+                  intact_lost=0)
+    while totals["corrupted"] < n_corrupted:
+        start = rng.randrange(len(frames) - stream_len + 1)
+        idx = range(start, start + stream_len)
+        stream, hit, must = corrupt_stream([frames[i] for i in idx], rate, rng)
+        dec = StreamDecoder()
+        got = []
+        pos = 0
+        while pos < len(stream):
+            step = rng.choice((1, 7, 64, 512, 4096, 65536))
+            got += dec.feed(stream[pos : pos + step])
+            pos += step
+        seen = set()
+        for seq, msg, c in got:
+            uid = c[UID_FIELDS[msg.name]] if msg.name in UID_FIELDS else None
+            assert uid in idx and uid not in seen, "accepted a frame that was never sent"
+            assert (seq, msg, c) == originals[uid], "accepted a corrupted frame"
+            seen.add(uid)
+            if hit[uid - start]:
+                totals["corrupted_accepted"] += 1  # e.g. an inserted 0x00 before a whole frame
+        for k, i in enumerate(idx):
+            if must[k]:
+                assert i in seen, "no resynchronisation at frame %d after a corruption" % k
+            elif not hit[k] and i not in seen:
+                totals["intact_lost"] += 1  # merged with the corrupted frame before it
+        totals["frames"] += stream_len
+        totals["corrupted"] += sum(hit)
+        totals["accepted"] += len(got)
+        totals["must_accept"] += sum(must)
+        assert sum(dec.stats.values()) - dec.stats["dropped"] >= len(got)
+    return totals
