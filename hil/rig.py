@@ -8,19 +8,23 @@ real time; against a real board (``realtime=True``) the rig paces itself by the 
 
 import math
 import os
-import random
 import time
 
 from thermopilot.protocol import schema
 from thermopilot.protocol.link import Session
 
 from .plants import make_plant
+from .sensors import Sensor
 
 FAULT_BITS = schema.FAULTS
-# What a broken NTC front end reports: open reads as far below, short as far above, the
-# plausible range. These are the values MachineHal produces on a real board.
-OPEN_READING_K = 0.0
-SHORT_READING_K = 1000.0
+#: scenario fault kind -> (hil.sensors fault, scenario keys passed as its arguments)
+SENSOR_FAULTS = {
+    "sensor_open": ("open", {}),
+    "sensor_short": ("short", {}),
+    "sensor_stuck": ("stuck", {}),
+    "sensor_drift": ("drift", {"rate_k_per_s": "rate_per_s"}),
+    "sensor_delayed": ("delayed", {"delay_s": "delay_s"}),
+}
 
 
 def profile_value(profile, t_s):
@@ -36,46 +40,12 @@ def profile_value(profile, t_s):
     return v[-1]
 
 
-class SensorChannel:
-    """Turns a plant output into what the board's sensor reports, with injected faults."""
-
-    def __init__(self, cfg, rng):
-        self.cfg = cfg
-        self.rng = rng
-        self.lagged = None
-        self.fault = None
-        self.stuck_value = None
-        self.fault_t0 = 0.0
-        self.last = math.nan
-
-    def read(self, true_value, t_s, dt_s):
-        c = self.cfg
-        if self.lagged is None or c["lag_s"] <= 0:
-            self.lagged = true_value
-        else:
-            self.lagged += (true_value - self.lagged) * min(1.0, dt_s / c["lag_s"])
-        v = self.lagged
-        if c["noise_k"]:
-            v += self.rng.gauss(0.0, c["noise_k"])
-        f = self.fault
-        if f is not None:
-            kind = f["kind"]
-            if kind == "sensor_open":
-                v = OPEN_READING_K
-            elif kind == "sensor_short":
-                v = SHORT_READING_K
-            elif kind == "sensor_stuck":
-                if self.stuck_value is None:
-                    self.stuck_value = self.last
-                v = self.stuck_value
-            elif kind == "sensor_drift":
-                v += f.get("rate_k_per_s", 0.01) * (t_s - self.fault_t0)
-            elif kind == "sensor_noise":
-                v += self.rng.uniform(-1.0, 1.0) * f.get("amplitude_k", 1.0)
-        if c["quant_k"]:
-            v = round(v / c["quant_k"]) * c["quant_k"]
-        self.last = v
-        return v
+def make_sensor(cfg, seed):
+    """The sensor front end a [[sensors]] entry describes (hil.sensors presets)."""
+    if cfg["kind"] == "ntc":
+        return Sensor.ntc(noise_k=cfg["noise_k"], quant_k=cfg["quant_k"], lag_s=cfg["lag_s"],
+                          seed=seed)
+    return Sensor(noise=cfg["noise_k"], quant=cfg["quant_k"], lag_s=cfg["lag_s"], seed=seed)
 
 
 class RigResult:
@@ -110,7 +80,6 @@ def run(scenario, port=None, session=None, realtime=None, progress=None, seed=1)
 
 
 def _run(sc, session, realtime, progress, seed):
-    rng = random.Random(seed)
     ident = session.hello()
     tick_hz = ident.tick_hz
     dt_s = 1.0 / tick_hz
@@ -120,7 +89,9 @@ def _run(sc, session, realtime, progress, seed):
         session.param_set(name, value)
     session.command("fault_reset")
     session.stream_rate("TELEMETRY", tick_hz)
-    sensors = [SensorChannel(s, rng) for s in sc["sensors"]]
+    sensors = [make_sensor(s, seed + k) for k, s in enumerate(sc["sensors"])]
+    for sensor, cfg in zip(sensors, sc["sensors"]):
+        sensor.cfg = cfg
     n_steps = int(round(sc["duration_s"] * tick_hz))
     setpoints = list(sc["setpoints"])
     faults = sorted(sc["faults"], key=lambda f: f["t_s"])
@@ -142,21 +113,24 @@ def _run(sc, session, realtime, progress, seed):
             f = dict(faults.pop(0))
             f["t_end"] = f["t_s"] + f["duration_s"]
             active.append(f)
-            if f["kind"].startswith("sensor_"):
+            if f["kind"] in SENSOR_FAULTS:
+                kind, keys = SENSOR_FAULTS[f["kind"]]
                 for s in sensors:
                     if s.cfg["channel"] == f["channel"]:
-                        s.fault, s.fault_t0, s.stuck_value = f, t_s, None
+                        s.inject(kind, **{keys[k]: f[k] for k in keys if k in f})
+                        s.scenario_fault = f
             if f["kind"] == "host_silence":
                 time.sleep(f["duration_s"])
         for f in [f for f in active if f["t_end"] <= t_s + 1e-9]:
             active.remove(f)
             for s in sensors:
-                if s.fault is f:
-                    s.fault = None
+                if getattr(s, "scenario_fault", None) is f:
+                    s.clear()
+                    s.scenario_fault = None
         values = [0.0] * 8
         valid = 0
         for s in sensors:
-            values[s.cfg["channel"]] = s.read(plant_outputs[s.cfg["output"]], t_s, dt_s)
+            values[s.cfg["channel"]] = s.read(plant_outputs[s.cfg["output"]], t_s)
             valid |= 1 << s.cfg["channel"]
         for f in active:
             if f["kind"] == "link_noise":

@@ -16,7 +16,7 @@ FAULT_KINDS = {
     "sensor_short": "the sensor reads as a short circuit (very hot for an NTC)",
     "sensor_stuck": "the sensor holds the value it had when the fault began",
     "sensor_drift": "the sensor drifts by rate_k_per_s",
-    "sensor_noise": "random noise of amplitude_k on the sensor",
+    "sensor_delayed": "the sensor reports the value of delay_s ago",
     "link_noise": "random bytes written into the serial link (bytes_per_step per step)",
     "host_silence": "the rig sends nothing for duration_s of wall-clock time",
     "runaway": "extra heat of power_w in the plant (e.g. one cell group)",
@@ -110,7 +110,11 @@ def check(raw, where="scenario"):
         ch = _need(s, "channel", int, w)
         if not 0 <= ch < 8:
             raise ScenarioError("%s: channel = %d not in 0..7" % (w, ch))
+        kind = _need(s, "kind", str, w, "ntc", required=False)
+        if kind not in ("ntc", "ideal"):
+            raise ScenarioError("%s: kind = %r; expected ntc or ideal" % (w, kind))
         sc["sensors"].append({
+            "kind": kind,
             "channel": ch,
             "output": _need(s, "output", str, w),
             "noise_k": _need(s, "noise_k", float, w, 0.0, required=False),
@@ -142,7 +146,7 @@ def check(raw, where="scenario"):
         fault = {"kind": kind, "t_s": _need(f, "t_s", float, w),
                  "duration_s": _need(f, "duration_s", float, w, math.inf, required=False),
                  "channel": _need(f, "channel", int, w, 0, required=False)}
-        for opt in ("rate_k_per_s", "amplitude_k", "bytes_per_step", "power_w"):
+        for opt in ("rate_k_per_s", "delay_s", "bytes_per_step", "power_w"):
             if opt in f:
                 fault[opt] = _need(f, opt, float, w)
         if kind == "host_silence" and not math.isfinite(fault["duration_s"]):
