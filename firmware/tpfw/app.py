@@ -197,6 +197,7 @@ class App:
             # a retry of the request just answered: send the same answer, do it only once
             self.link.rx_duplicate += 1
             self.stdout.write(self._ans_view())
+            self.link.tx_frames += 1  # the re-sent answer is a frame on the wire too
             return
         self.last_req = key
         if msg == codec.M_HIL_SENSORS:
