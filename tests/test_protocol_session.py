@@ -90,7 +90,7 @@ def test_identity(session):
 
 def _zero_fields(msg):
     out = {}
-    for name, fmt, htype in msg.fields:
+    for name, _, htype in msg.fields:
         if htype.startswith("char"):
             out[name] = bytes(int(htype[5:-1]))
         elif "[" in htype:
