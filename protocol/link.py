@@ -151,12 +151,13 @@ class Session:
         with self._tx_lock:
             self._seq = (self._seq + 1) & 0xFF
             seq = self._seq
-        frame = pack(name, seq, **fields)
+        # a leading delimiter ends any noise the board holds, so noise between frames never
+        # costs the request a timeout (one byte per request)
+        frame = b"\x00" + pack(name, seq, **fields)
         self.host_stats["requests"] += 1
         for attempt in range(self.retries + 1):
             if attempt:
                 self.host_stats["retries"] += 1
-                frame = b"\x00" + frame if frame[0] != 0 else frame
             with self._cond:
                 self._answers.pop(seq, None)
             with self._tx_lock:

@@ -25,7 +25,8 @@ def test_noise_reached_the_board(result):
     rejected = (st["board_rx_bad_crc"] + st["board_rx_bad_cobs"] + st["board_rx_bad_len"]
                 + st["board_rx_overflow"])
     assert rejected > 50, st
-    assert st["host_retries"] > 0 and st["host_timeouts"] == 0
+    # every request starts with a delimiter, so noise between frames costs no retry at all
+    assert st["host_timeouts"] == 0
 
 
 def test_loop_meets_its_criteria_through_the_noise(result):
