@@ -278,6 +278,8 @@ def mpc_precompute(
     slack_linear=1e3,
     slack_quadratic=1e3,
     rho=1.0,
+    rho_scaling=False,
+    rho_move_factor=1.0,
     max_iter=100,
     tol_primal=1e-3,
     tol_dual=1e-3,
@@ -313,11 +315,18 @@ def mpc_precompute(
     slack_linear, slack_quadratic : float or array (ny,)
         Penalty w_lin * s + w_quad * s^2 / 2 on each output's limit violation s >= 0.
     rho : float
-        ADMM penalty (> 0), folded into the cache.
+        ADMM penalty (> 0), folded into the cache. With ``rho_scaling`` it is relative: each
+        constraint row gets ``rho`` times the cost curvature along it.
+    rho_scaling : bool
+        Scale the penalty per row by the diagonal of the unconstrained LQR cost-to-go
+        (S + Ba'P0 Ba for the moves, G P0 G' for outputs and inputs). Default False: the
+        same ``rho`` for every row.
+    rho_move_factor : float
+        Extra factor on the penalty of the move (rate-limit) rows, > 0.
     max_iter : int
         Iteration budget per control step, 1..100000.
     tol_primal, tol_dual : float
-        Early-exit tolerances on the max-norm residuals (> 0; 0 runs the full budget).
+        Early exit once both max-norm residuals are below these (0 runs the full budget).
     alpha : float
         ADMM over-relaxation in (0, 2) (1 = plain ADMM; 1.6 as OSQP's default).
     allow_unstable : bool
@@ -443,8 +452,29 @@ def mpc_precompute(
     Qa = np.zeros((nxa, nxa))
     Qa[:nx, :nx] = Q
     Qa[nx:, nx:] = R
-    Q_rho = Qa + rho * G.T @ G
-    R_rho = R_du + rho * np.eye(nu)
+    if rho_scaling:
+        reg = 1e-6 * max(1.0, float(np.trace(Qa)) / nxa)
+        try:
+            P0 = linalg.solve_discrete_are(Aa, Ba, Qa + reg * np.eye(nxa), R_du + reg * np.eye(nu))
+        except (np.linalg.LinAlgError, ValueError) as exc:
+            raise ValueError(
+                "the Riccati equation has no stabilising solution for this (A, B, Q, R): %s; "
+                "check that every unstable or integrating mode is reachable from u" % exc
+            ) from None
+        h_v = np.diag(R_du + Ba.T @ P0 @ Ba).copy()
+        h_g = np.diag(G @ P0 @ G.T).copy()
+        floor = 1e-6 * max(1.0, float(h_v.max()), float(h_g.max()) if h_g.size else 0.0)
+        rho_v = rho * np.maximum(h_v, floor)
+        rho_g = rho * np.maximum(h_g, floor)
+    else:
+        rho_v = np.full(nu, rho)
+        rho_g = np.full(ny + nu, rho)
+    rho_move_factor = _finite("rho_move_factor", rho_move_factor)
+    if rho_move_factor <= 0.0:
+        raise ValueError("rho_move_factor=%g out of range (0, inf)" % rho_move_factor)
+    rho_v = rho_v * rho_move_factor
+    Q_rho = Qa + G.T @ np.diag(rho_g) @ G
+    R_rho = R_du + np.diag(rho_v)
     try:
         P = linalg.solve_discrete_are(Aa, Ba, Q_rho, R_rho)
     except (np.linalg.LinAlgError, ValueError) as exc:
@@ -463,11 +493,12 @@ def mpc_precompute(
             "the LQR gain does not stabilise the model (closed-loop spectral radius %.6g >= 1)"
             % cl_radius
         )
-    PN = P - rho * G.T @ G
+    PN = P - G.T @ np.diag(rho_g) @ G
 
     payload = np.concatenate(
         [
-            [rho],
+            rho_v,
+            rho_g,
             Aa.ravel(),
             Ba.ravel(),
             E.ravel(),
@@ -523,7 +554,8 @@ def mpc_unpack(blob):
     out = {"nx": nx, "nu": nu, "nd": nd, "ny": ny, "n": n, "nxa": nxa}
     pos = 0
     for name, shape in (
-        ("rho", ()),
+        ("rho_v", (nu,)),
+        ("rho_g", (ny + nu,)),
         ("A", (nxa, nxa)),
         ("B", (nxa, nu)),
         ("E", (nx, nd)),
@@ -766,20 +798,20 @@ def mpc_qp(blob, x, u_prev, d=None, x_ref=None, u_ref=None):
     return P, q, Aq, np.concatenate(lo), np.concatenate(hi), layout
 
 
-def mpc_reference_step(blob, x, u_prev, d=None, x_ref=None, u_ref=None, state=None):
+def mpc_reference_step(blob, x, u_prev, d=None, x_ref=None, u_ref=None, state=None, dtype=np.float32):
     """numpy float32 re-implementation of ``tp_mpc_solve`` (same order of operations).
 
     ``state`` (a dict, updated in place) carries the warm start between calls; pass the
     same dict every step, or None for a cold start. Returns (u0, status, iterations).
     """
-    f = np.float32
+    f = dtype
     m = blob if isinstance(blob, dict) else mpc_unpack(blob)
     nx, nu, ny, n, nxa = m["nx"], m["nu"], m["ny"], m["n"], m["nxa"]
     ng = ny + nu
     g32 = {k: np.asarray(v, dtype=f) for k, v in m.items() if isinstance(v, np.ndarray)}
     A, B, K, Pc_mat = g32["A"], g32["B"], g32["K"], g32["P"]
     Quu_inv, AmBKt, Cm = g32["Quu_inv"], g32["AmBKt"], g32["C"]
-    rho = f(m["rho"])
+    rho_v, rho_g = g32["rho_v"], g32["rho_g"]
     x = np.asarray(x, dtype=f)
     u_prev = np.asarray(u_prev, dtype=f)
     d = np.zeros(m["nd"], f) if d is None else np.asarray(d, dtype=f)
@@ -818,9 +850,9 @@ def mpc_reference_step(blob, x, u_prev, d=None, x_ref=None, u_ref=None, state=No
 
     def gt_dual(base, yk, zk):
         out = base.copy()
-        diff = yk - zk
-        out[:nx] += rho * (Cm.T @ diff[:ny])
-        out[nx:] += rho * diff[ny:]
+        diff = rho_g * (yk - zk)
+        out[:nx] += Cm.T @ diff[:ny]
+        out[nx:] += diff[ny:]
         return out
 
     status, it = "iteration limit", 0
@@ -828,7 +860,7 @@ def mpc_reference_step(blob, x, u_prev, d=None, x_ref=None, u_ref=None, state=No
         p[n] = gt_dual(pref, yg[n - 1], zg[n - 1])
         for k in range(n - 1, -1, -1):
             t = p[k + 1] + Pc
-            r = rho * (yv[k] - zv[k])
+            r = rho_v * (yv[k] - zv[k])
             dff[k] = Quu_inv @ (r + B.T @ t)
             if k >= 1:
                 p[k] = gt_dual(qref, yg[k - 1], zg[k - 1]) + (AmBKt @ t - K.T @ r)
@@ -844,18 +876,20 @@ def mpc_reference_step(blob, x, u_prev, d=None, x_ref=None, u_ref=None, state=No
         zg_new = np.empty_like(w)
         zg_new[:, ny:] = np.clip(w[:, ny:], u_min, u_max)
         wy = w[:, :ny]
+        rho = rho_g[:ny]
         den = rho + wq
         up = np.maximum(hi_y, (rho * wy - wl + wq * hi_y) / den)
         dn = np.minimum(lo_y, (rho * wy + wl + wq * lo_y) / den)
         zg_new[:, :ny] = np.where(wy > hi_y, up, np.where(wy < lo_y, dn, wy))
         rp = max(float(np.max(np.abs(v - zv_new))), float(np.max(np.abs(gx - zg_new))))
-        rd = float(rho) * max(float(np.max(np.abs(zv_new - zv))),
-                              float(np.max(np.abs(zg_new - zg))))
+        rd = max(float(np.max(rho_v * np.abs(zv_new - zv))),
+                 float(np.max(rho_g * np.abs(zg_new - zg))))
+        st["residuals"] = (rp, rd)
         yv += vh - zv_new
         yg += gh - zg_new
         zv[:] = zv_new
         zg[:] = zg_new
-        if rp <= m["tol_primal"] and rd <= m["tol_dual"]:
+        if rp < m["tol_primal"] and rd < m["tol_dual"]:
             status = "solved"
             break
     st["warm"] = True

@@ -55,7 +55,7 @@ typedef enum {
 } tp_mpc_blob_status_t;
 typedef struct {
     int32_t nx, nu, nd, ny, nxa, ng, n, loaded;
-    tp_float rho;
+    tp_float rho_v[...], rho_g[...];
     tp_float K[...];
     tp_float u_min[...], u_max[...], du_min[...], du_max[...];
     tp_float y_min[...], y_max[...], w_lin[...], w_quad[...];

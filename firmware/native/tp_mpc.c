@@ -51,7 +51,7 @@ static const uint8_t *rd_floats(const uint8_t *b, tp_float *dst, int32_t count)
 static int32_t payload_floats(int32_t nx, int32_t nu, int32_t nd, int32_t ny)
 {
     int32_t nxa = nx + nu;
-    return 1 + 5 * nxa * nxa + nxa * nu + nx * nd + nu * nxa + 2 * nu * nu + ny * nx +
+    return 2 * nu + ny + 5 * nxa * nxa + nxa * nu + nx * nd + nu * nxa + 2 * nu * nu + ny * nx +
            4 * nu + 4 * ny + 4;
 }
 
@@ -110,7 +110,8 @@ tp_mpc_blob_status_t tp_mpc_load(tp_mpc_t *m, const uint8_t *blob, size_t len)
     m->nxa = nx + nu;
     m->ng = ny + nu;
     b = blob + TP_MPC_HEADER_BYTES;
-    b = rd_floats(b, &m->rho, 1);
+    b = rd_floats(b, m->rho_v, nu);
+    b = rd_floats(b, m->rho_g, ny + nu);
     b = rd_floats(b, m->A, m->nxa * m->nxa);
     b = rd_floats(b, m->B, m->nxa * nu);
     b = rd_floats(b, m->E, nx * nd);
@@ -179,21 +180,21 @@ static void g_mul(const tp_mpc_t *m, const tp_float *xa, tp_float *out)
     }
 }
 
-/* out[0..nxa) = base + rho * G' (yg - zg) */
+/* out[0..nxa) = base + G' diag(rho_g) (yg - zg) */
 static void gt_dual(const tp_mpc_t *m, const tp_float *base, const tp_float *yg,
                     const tp_float *zg, tp_float *out)
 {
     int32_t i, j;
-    tp_float rho = m->rho;
+    const tp_float *rho = m->rho_g;
     for (j = 0; j < m->nx; j++) {
         tp_float s = 0.0f;
         for (i = 0; i < m->ny; i++) {
-            s += m->C[i * m->nx + j] * (yg[i] - zg[i]);
+            s += m->C[i * m->nx + j] * (rho[i] * (yg[i] - zg[i]));
         }
-        out[j] = base[j] + rho * s;
+        out[j] = base[j] + s;
     }
     for (i = 0; i < m->nu; i++) {
-        out[m->nx + i] = base[m->nx + i] + rho * (yg[m->ny + i] - zg[m->ny + i]);
+        out[m->nx + i] = base[m->nx + i] + rho[m->ny + i] * (yg[m->ny + i] - zg[m->ny + i]);
     }
 }
 
@@ -210,7 +211,7 @@ tp_mpc_status_t tp_mpc_solve(tp_mpc_t *m, const tp_float *x0, const tp_float *u_
 {
     const int32_t nx = m->nx, nu = m->nu, ny = m->ny, nxa = m->nxa, ng = m->ng, n = m->n;
     int32_t i, j, k, it;
-    tp_float rho = m->rho, alpha = m->alpha;
+    tp_float alpha = m->alpha;
     tp_float t[TP_MPC_NXA_MAX], r[TP_MPC_NU_MAX], g[TP_MPC_NG_MAX], xr[TP_MPC_NXA_MAX];
     int infeasible = 0;
 
@@ -305,7 +306,7 @@ tp_mpc_status_t tp_mpc_solve(tp_mpc_t *m, const tp_float *x0, const tp_float *u_
                 t[i] = pk1[i] + m->Pc[i];
             }
             for (i = 0; i < nu; i++) {
-                tp_float s = rho * (m->yv[k * nu + i] - m->zv[k * nu + i]);
+                tp_float s = m->rho_v[i] * (m->yv[k * nu + i] - m->zv[k * nu + i]);
                 r[i] = s;
                 for (j = 0; j < nxa; j++) {
                     s += m->B[j * nu + i] * t[j];
@@ -367,7 +368,7 @@ tp_mpc_status_t tp_mpc_solve(tp_mpc_t *m, const tp_float *x0, const tp_float *u_
                 tp_float vh = alpha * vi + (1.0f - alpha) * m->zv[a]; /* over-relaxation */
                 tp_float zn = clampf(vh + m->yv[a], m->du_min[i], m->du_max[i]);
                 rp = maxf(rp, absf(vi - zn));
-                rd = maxf(rd, absf(zn - m->zv[a]));
+                rd = maxf(rd, m->rho_v[i] * absf(zn - m->zv[a]));
                 m->yv[a] += vh - zn;
                 m->zv[a] = zn;
             }
@@ -379,6 +380,7 @@ tp_mpc_status_t tp_mpc_solve(tp_mpc_t *m, const tp_float *x0, const tp_float *u_
                 tp_float zn;
                 if (i < ny) {
                     tp_float lo = m->y_min[i], hi = m->y_max[i];
+                    tp_float rho = m->rho_g[i];
                     tp_float den = rho + m->w_quad[i];
                     if (w > hi) {
                         zn = (rho * w - m->w_lin[i] + m->w_quad[i] * hi) / den;
@@ -393,12 +395,11 @@ tp_mpc_status_t tp_mpc_solve(tp_mpc_t *m, const tp_float *x0, const tp_float *u_
                     zn = clampf(w, m->u_min[i - ny], m->u_max[i - ny]);
                 }
                 rp = maxf(rp, absf(g[i] - zn));
-                rd = maxf(rd, absf(zn - m->zg[a]));
+                rd = maxf(rd, m->rho_g[i] * absf(zn - m->zg[a]));
                 m->yg[a] += gh - zn;
                 m->zg[a] = zn;
             }
         }
-        rd *= rho;
         m->iterations = it;
         m->res_primal = rp;
         m->res_dual = rd;
@@ -410,7 +411,7 @@ tp_mpc_status_t tp_mpc_solve(tp_mpc_t *m, const tp_float *x0, const tp_float *u_
             }
             return TP_MPC_NUMERIC;
         }
-        if (rp <= m->tol_primal && rd <= m->tol_dual) {
+        if (rp < m->tol_primal && rd < m->tol_dual) {
             m->status = TP_MPC_SOLVED;
             break;
         }

@@ -9,9 +9,11 @@
  *        + sum_{k=1..N} sum_i (w_lin_i s_ki + 1/2 w_quad_i s_ki^2)
  *   s.t. dynamics, du_min <= v_k <= du_max, u_min <= u_k <= u_max,
  *        y_min - s_k <= C x_k <= y_max + s_k, s_k >= 0        (k = 1..N)
- * with Qa = blkdiag(Q, R), PN = Pinf - rho G'G and G = [[C, 0], [0, I]]; this terminal
- * cost makes the cached stationary gain Kinf exact at every stage.
- * ADMM (scaled form, penalty rho folded into the cache): LQR primal step with the cached
+ * with Qa = blkdiag(Q, R), PN = Pinf - G' diag(rho_g) G and G = [[C, 0], [0, I]]; this
+ * terminal cost makes the cached stationary gain Kinf exact at every stage.
+ * ADMM (scaled form; one penalty per constraint row, rho_v for the moves and rho_g for the
+ * rows of G, folded into the cache as S + diag(rho_v) and Qa + G' diag(rho_g) G): LQR
+ * primal step with the cached
  * Kinf, Pinf, Quu_inv, AmBKt = (Aa - Ba Kinf)'; over-relaxation (alpha, as OSQP);
  * projection / soft-limit prox; dual update. Residuals are max-norms (absolute).
  *
@@ -50,13 +52,14 @@ typedef struct {
     int32_t nx, nu, nd, ny, nxa, ng, n;
     int32_t loaded;
     /* cache from the blob (row-major) */
-    tp_float rho;
+    tp_float rho_v[TP_MPC_NU_MAX];  /* ADMM penalty per move row */
+    tp_float rho_g[TP_MPC_NG_MAX];  /* ADMM penalty per G row (soft outputs, then inputs) */
     tp_float A[TP_MPC_NXA_MAX * TP_MPC_NXA_MAX];      /* Aa */
     tp_float B[TP_MPC_NXA_MAX * TP_MPC_NU_MAX];       /* Ba */
     tp_float E[TP_MPC_NX_MAX * TP_MPC_ND_MAX];        /* plant E */
     tp_float K[TP_MPC_NU_MAX * TP_MPC_NXA_MAX];       /* Kinf */
     tp_float P[TP_MPC_NXA_MAX * TP_MPC_NXA_MAX];      /* Pinf */
-    tp_float Quu_inv[TP_MPC_NU_MAX * TP_MPC_NU_MAX];  /* (S + rho I + Ba' Pinf Ba)^-1 */
+    tp_float Quu_inv[TP_MPC_NU_MAX * TP_MPC_NU_MAX];  /* (S + diag(rho_v) + Ba'Pinf Ba)^-1 */
     tp_float AmBKt[TP_MPC_NXA_MAX * TP_MPC_NXA_MAX];  /* (Aa - Ba Kinf)' */
     tp_float Qa[TP_MPC_NXA_MAX * TP_MPC_NXA_MAX];     /* stage cost on xa */
     tp_float PN[TP_MPC_NXA_MAX * TP_MPC_NXA_MAX];     /* terminal cost on xa */

@@ -78,9 +78,9 @@ class MPCPy:
         self.nx, self.nu, self.nd, self.ny, self.n, self.nxa, self.ng = nx, nu, nd, ny, n, nxa, ng
         f = array("f", bytes(pay))  # little-endian float32 on every ThermoPilot target
         pos = 0
-        self.rho = f[0]
-        pos = 1
         sizes = (
+            ("rho_v", nu),
+            ("rho_g", ng),
             ("A", nxa * nxa),
             ("B", nxa * nu),
             ("E", nx * nd),
@@ -142,28 +142,30 @@ class MPCPy:
 
     def _gt_dual(self, base, yg, zg, off, out, out_off):
         # out[out_off:] = base + rho * G' (yg - zg) at constraint block `off`
-        nx, ny, nu, C, rho = self.nx, self.ny, self.nu, self.C, self.rho
+        nx, ny, nu, C, rho = self.nx, self.ny, self.nu, self.C, self.rho_g
         for j in range(nx):
             s = 0.0
             for i in range(ny):
-                s += C[i * nx + j] * (yg[off + i] - zg[off + i])
-            out[out_off + j] = base[j] + rho * s
+                s += C[i * nx + j] * (rho[i] * (yg[off + i] - zg[off + i]))
+            out[out_off + j] = base[j] + s
         for i in range(nu):
-            out[out_off + nx + i] = base[nx + i] + rho * (yg[off + ny + i] - zg[off + ny + i])
+            out[out_off + nx + i] = base[nx + i] + rho[ny + i] * (
+                yg[off + ny + i] - zg[off + ny + i]
+            )
 
     @micropython.native
     def _backward(self):
         n, nu, nxa, ng = self.n, self.nu, self.nxa, self.ng
         p, Pc, t, r, g = self.p, self.Pc, self._t, self._r, self._g
         B, K, AmBKt, Quu_inv, dff = self.B, self.K, self.AmBKt, self.Quu_inv, self.dff
-        yv, zv, rho = self.yv, self.zv, self.rho
+        yv, zv, rho_v = self.yv, self.zv, self.rho_v
         self._gt_dual(self.pref, self.yg, self.zg, (n - 1) * ng, p, n * nxa)
         for k in range(n - 1, -1, -1):
             o1 = (k + 1) * nxa
             for i in range(nxa):
                 t[i] = p[o1 + i] + Pc[i]
             for i in range(nu):
-                s = rho * (yv[k * nu + i] - zv[k * nu + i])
+                s = rho_v[i] * (yv[k * nu + i] - zv[k * nu + i])
                 r[i] = s
                 for j in range(nxa):
                     s += B[j * nu + i] * t[j]
@@ -209,7 +211,8 @@ class MPCPy:
         n, nx, nu, ny, nxa, ng = self.n, self.nx, self.nu, self.ny, self.nxa, self.ng
         v, zv, yv, zg, yg, x, g, C = self.v, self.zv, self.yv, self.zg, self.yg, self.x, self._g, self.C
         du_min, du_max, u_min, u_max = self.du_min, self.du_max, self.u_min, self.u_max
-        y_min, y_max, w_lin, w_quad, rho = self.y_min, self.y_max, self.w_lin, self.w_quad, self.rho
+        y_min, y_max, w_lin, w_quad = self.y_min, self.y_max, self.w_lin, self.w_quad
+        rho_v, rho_g = self.rho_v, self.rho_g
         alpha = self.alpha
         beta = 1.0 - alpha
         rp = 0.0
@@ -223,7 +226,7 @@ class MPCPy:
                 e = abs(vi - zn)
                 if e > rp:
                     rp = e
-                e = abs(zn - zv[a])
+                e = rho_v[i] * abs(zn - zv[a])
                 if e > rd:
                     rd = e
                 yv[a] += vh - zn
@@ -243,6 +246,7 @@ class MPCPy:
                 if i < ny:
                     lo = y_min[i]
                     hi = y_max[i]
+                    rho = rho_g[i]
                     den = rho + w_quad[i]
                     if w > hi:
                         zn = (rho * w - w_lin[i] + w_quad[i] * hi) / den
@@ -259,13 +263,13 @@ class MPCPy:
                 e = abs(g[i] - zn)
                 if e > rp:
                     rp = e
-                e = abs(zn - zg[a])
+                e = rho_g[i] * abs(zn - zg[a])
                 if e > rd:
                     rd = e
                 yg[a] += gh - zn
                 zg[a] = zn
         self.res_primal = rp
-        self.res_dual = rd * rho
+        self.res_dual = rd
 
     def solve(self, x0, u_prev, d, x_ref, u_ref):
         """One MPC step; the move is in self.u0, the status is returned."""
@@ -333,7 +337,7 @@ class MPCPy:
                     self.u0[i] = _clamp(u_prev[i], u_min[i], u_max[i])
                 self.status = NUMERIC
                 return NUMERIC
-            if rp <= self.tol_primal and rd <= self.tol_dual:
+            if rp < self.tol_primal and rd < self.tol_dual:
                 self.status = SOLVED
                 break
         for i in range(nu):
