@@ -326,7 +326,9 @@ def mpc_precompute(
     max_iter : int
         Iteration budget per control step, 1..100000.
     tol_primal, tol_dual : float
-        Early exit once both max-norm residuals are below these (0 runs the full budget).
+        Early exit once the max-norm residuals satisfy primal < tol_primal * max(1, |z|) and
+        dual < tol_dual * max(1, |z|) (relative, as float32 resolution is relative);
+        0 runs the full budget.
     alpha : float
         ADMM over-relaxation in (0, 2) (1 = plain ADMM; 1.6 as OSQP's default).
     allow_unstable : bool
@@ -889,7 +891,8 @@ def mpc_reference_step(blob, x, u_prev, d=None, x_ref=None, u_ref=None, state=No
         yg += gh - zg_new
         zv[:] = zv_new
         zg[:] = zg_new
-        if rp < m["tol_primal"] and rd < m["tol_dual"]:
+        zmax = max(1.0, float(np.max(np.abs(zv))), float(np.max(np.abs(zg))) if zg.size else 0.0)
+        if rp < m["tol_primal"] * zmax and rd < m["tol_dual"] * zmax:
             status = "solved"
             break
     st["warm"] = True

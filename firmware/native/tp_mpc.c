@@ -296,7 +296,7 @@ tp_mpc_status_t tp_mpc_solve(tp_mpc_t *m, const tp_float *x0, const tp_float *u_
     m->status = TP_MPC_MAX_ITER;
     m->iterations = 0;
     for (it = 1; it <= m->max_iter; it++) {
-        tp_float rp = 0.0f, rd = 0.0f;
+        tp_float rp = 0.0f, rd = 0.0f, zmax = 1.0f;
 
         /* backward pass on the linear terms only (the gains are cached) */
         gt_dual(m, m->pref, &m->yg[(n - 1) * ng], &m->zg[(n - 1) * ng], &m->p[n * nxa]);
@@ -371,6 +371,7 @@ tp_mpc_status_t tp_mpc_solve(tp_mpc_t *m, const tp_float *x0, const tp_float *u_
                 rd = maxf(rd, m->rho_v[i] * absf(zn - m->zv[a]));
                 m->yv[a] += vh - zn;
                 m->zv[a] = zn;
+                zmax = maxf(zmax, absf(zn));
             }
             g_mul(m, &m->x[(k + 1) * nxa], g);
             for (i = 0; i < ng; i++) {
@@ -398,6 +399,7 @@ tp_mpc_status_t tp_mpc_solve(tp_mpc_t *m, const tp_float *x0, const tp_float *u_
                 rd = maxf(rd, m->rho_g[i] * absf(zn - m->zg[a]));
                 m->yg[a] += gh - zn;
                 m->zg[a] = zn;
+                zmax = maxf(zmax, absf(zn));
             }
         }
         m->iterations = it;
@@ -411,7 +413,8 @@ tp_mpc_status_t tp_mpc_solve(tp_mpc_t *m, const tp_float *x0, const tp_float *u_
             }
             return TP_MPC_NUMERIC;
         }
-        if (rp < m->tol_primal && rd < m->tol_dual) {
+        /* relative to the size of the solution: float32 resolution is relative */
+        if (rp < m->tol_primal * zmax && rd < m->tol_dual * zmax) {
             m->status = TP_MPC_SOLVED;
             break;
         }

@@ -15,7 +15,8 @@
  * rows of G, folded into the cache as S + diag(rho_v) and Qa + G' diag(rho_g) G): LQR
  * primal step with the cached
  * Kinf, Pinf, Quu_inv, AmBKt = (Aa - Ba Kinf)'; over-relaxation (alpha, as OSQP);
- * projection / soft-limit prox; dual update. Residuals are max-norms (absolute).
+ * projection / soft-limit prox; dual update. Residuals are max-norms; a step ends early
+ * when primal < tol_primal * max(1, |z|) and dual < tol_dual * max(1, |z|) (max-norms).
  *
  * Everything heavy comes from the host as one versioned blob (see tp_mpc_load).
  */

@@ -217,6 +217,7 @@ class MPCPy:
         beta = 1.0 - alpha
         rp = 0.0
         rd = 0.0
+        zmax = 1.0
         for k in range(n):
             for i in range(nu):
                 a = k * nu + i
@@ -231,6 +232,9 @@ class MPCPy:
                     rd = e
                 yv[a] += vh - zn
                 zv[a] = zn
+                e = abs(zn)
+                if e > zmax:
+                    zmax = e
             ox = (k + 1) * nxa
             for i in range(ny):
                 s = 0.0
@@ -268,8 +272,12 @@ class MPCPy:
                     rd = e
                 yg[a] += gh - zn
                 zg[a] = zn
+                e = abs(zn)
+                if e > zmax:
+                    zmax = e
         self.res_primal = rp
         self.res_dual = rd
+        self._zmax = zmax
 
     def solve(self, x0, u_prev, d, x_ref, u_ref):
         """One MPC step; the move is in self.u0, the status is returned."""
@@ -337,7 +345,7 @@ class MPCPy:
                     self.u0[i] = _clamp(u_prev[i], u_min[i], u_max[i])
                 self.status = NUMERIC
                 return NUMERIC
-            if rp < self.tol_primal and rd < self.tol_dual:
+            if rp < self.tol_primal * self._zmax and rd < self.tol_dual * self._zmax:
                 self.status = SOLVED
                 break
         for i in range(nu):
