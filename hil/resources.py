@@ -52,3 +52,16 @@ def firmware_files():
     for p in sorted((fw / "tpfw").glob("*.py")):
         files.append((p, "lib/tpfw/" + p.name))
     return files
+
+
+_MKDIRS = "import os\nfor d in ('lib', 'lib/tpfw'):\n    try:\n        os.mkdir(d)\n    except OSError:\n        pass\n"
+
+
+def deploy_args(board):
+    """mpremote arguments (after ``connect PORT resume``) that install the firmware and the
+    board definition: make lib/tpfw if missing, then copy every file."""
+    args = ["exec", _MKDIRS]
+    for local, remote in firmware_files():
+        args += ["+", "fs", "cp", str(local), ":" + remote]
+    args += ["+", "fs", "cp", str(board_path(board)), ":board.json"]
+    return args

@@ -193,15 +193,16 @@ class VirtualBoard:
 
     def deploy(self):
         """Copy the firmware and board definition to the board with mpremote."""
-        args = ["fs", "mkdir", ":lib", "+", "fs", "mkdir", ":lib/tpfw"]
-        for local, remote in resources.firmware_files():
-            args += ["+", "fs", "cp", str(local), ":" + remote]
-        args += ["+", "fs", "cp", str(self.board_file), ":board.json"]
-        self.mpremote(*args)
+        self.mpremote(*resources.deploy_args(self.board_file))
 
     def run_app(self):
         """Start main.py on the board and leave it running (mpremote exec --no-follow)."""
-        self.mpremote("exec", "--no-follow", "import main")
+        # forget modules of an earlier run so that a redeployed firmware is imported afresh,
+        # as a reset does on a real board
+        code = ("import sys\nfor k in list(sys.modules):\n"
+                "    if k == 'main' or k.startswith('tpfw'):\n        del sys.modules[k]\n"
+                "import gc\ngc.collect()\nimport main\n")
+        self.mpremote("exec", "--no-follow", code)
         self._app_running = True
 
     def stop(self):

@@ -216,24 +216,29 @@ def cmd_deploy(args):
             print("the running application released the console")
     except LinkError:
         pass  # no application running: the REPL is already free
-    cmd = [sys.executable, "-m", "mpremote", "connect", args.port, "resume",
-           "fs", "mkdir", ":lib", "+", "fs", "mkdir", ":lib/tpfw"]
-    for local, remote in resources.firmware_files():
-        cmd += ["+", "fs", "cp", str(local), ":" + remote]
-    cmd += ["+", "fs", "cp", str(board_file), ":board.json"]
-    print(" ".join(cmd[2:]))
+    cmd = [sys.executable, "-m", "mpremote", "connect", args.port, "resume"]
+    cmd += resources.deploy_args(board_file)
+    print("mpremote connect %s resume: copying %d files" % (args.port,
+                                                         len(resources.firmware_files()) + 1))
     res = subprocess.run(cmd, capture_output=True, text=True)
-    if res.returncode != 0 and "EEXIST" not in (res.stderr + res.stdout):
-        raise UserError("mpremote failed: %s" % (res.stderr or res.stdout).strip().splitlines()[-1])
     if res.returncode != 0:
-        # the folders exist already: copy without mkdir
-        cmd2 = cmd[:6] + cmd[14:]
-        res = subprocess.run(cmd2, capture_output=True, text=True)
-        if res.returncode != 0:
-            raise UserError("mpremote failed: %s"
-                            % (res.stderr or res.stdout).strip().splitlines()[-1])
+        lines = (res.stderr or res.stdout).strip().splitlines() or ["no output"]
+        raise UserError("mpremote failed: %s" % lines[-1])
     print("deployed %d files and board %s; reset the board to start ThermoPilot"
           % (len(resources.firmware_files()), board_file.stem))
+    return 0
+
+
+def cmd_upload(args):
+    path = pathlib.Path(args.file)
+    if not path.is_file():
+        raise UserError("file %s does not exist" % path)
+    data = path.read_bytes()
+    with Session(args.port, timeout_s=args.timeout) as s:
+        s.hello()
+        s.upload(args.slot, data)
+    print("uploaded %d bytes to slot %d (stored as slot%d.bin after its CRC-32 checked out)"
+          % (len(data), args.slot, args.slot))
     return 0
 
 
@@ -366,6 +371,12 @@ def build_parser():
                    help="board definition: %s" % ", ".join(resources.board_names()))
     port_arg(p)
     p.set_defaults(func=cmd_deploy)
+
+    p = sub.add_parser("upload", help="upload a binary (e.g. an MPC model blob) to a slot")
+    p.add_argument("file")
+    p.add_argument("--slot", type=int, default=0, choices=range(0, 8))
+    port_arg(p)
+    p.set_defaults(func=cmd_upload)
 
     p = sub.add_parser("flash", help="flash MicroPython itself (esptool or UF2)")
     p.add_argument("--board", required=True)

@@ -246,6 +246,25 @@ class Session:
             "COMMAND", loop=loop, command=schema.COMMANDS[command], value=float(value)
         )
 
+    def upload(self, slot, data, progress=None):
+        """Upload ``data`` (bytes, e.g. an MPC model blob) to ``slot`` in 48-byte chunks.
+
+        The board stores it as slotN.bin only when the length and the CRC-32 of the whole
+        upload match; a lost chunk answer is retried and applied once.
+        """
+        import zlib
+
+        data = bytes(data)
+        self.request("UPLOAD_BEGIN", slot=slot, total_len=len(data),
+                     crc32=zlib.crc32(data) & 0xFFFFFFFF)
+        for off in range(0, len(data), 48):
+            chunk = data[off : off + 48]
+            self.request("UPLOAD_CHUNK", slot=slot, offset=off, n=len(chunk),
+                         data=chunk.ljust(48, b"\x00"))
+            if progress is not None:
+                progress(off + len(chunk), len(data))
+        self.request("UPLOAD_END", slot=slot)
+
     def stream_rate(self, msg_name, rate_hz):
         return self.request(
             "STREAM_RATE", msg_id=schema.by_name(msg_name).id, rate_hz=float(rate_hz)

@@ -1,6 +1,7 @@
 """The virtual board boots the real firmware, answers info, and stops without leftovers."""
 
 import os
+import pathlib
 import pty
 import signal
 import subprocess
@@ -93,3 +94,43 @@ def test_silent_port_is_one_line_error():
         os.close(slave)
     assert res.returncode == 2
     assert res.stderr.count("\n") == 1 and "no answer to HELLO" in res.stderr
+
+
+def test_upload_stores_the_blob_on_the_board(vboard, tmp_path):
+    blob = bytes(range(256)) * 3 + b"tail"
+    path = tmp_path / "model.bin"
+    path.write_bytes(blob)
+    res = run_cli("upload", str(path), "--slot", "2", "--port", vboard.port)
+    assert res.returncode == 0, res.stderr
+    assert (pathlib.Path(vboard.workdir) / "slot2.bin").read_bytes() == blob
+
+
+def test_params_survive_a_power_cut_and_a_corrupt_file_keeps_defaults(tmp_path):
+    workdir = tmp_path / "fs"
+    workdir.mkdir()
+    with VirtualBoard(workdir=str(workdir)) as vb:
+        assert run_cli("param", "set", "cool.ki", "0.05", "--port", vb.port).returncode == 0
+        assert run_cli("param", "save", "--port", vb.port).returncode == 0
+    # a half-written save left behind does not matter: only the renamed file is loaded
+    (workdir / "params.tmp").write_bytes(b"TPP1\x05")
+    with VirtualBoard(workdir=str(workdir)) as vb:
+        res = run_cli("param", "get", "cool.ki", "--port", vb.port)
+        assert "cool.ki = 0.05" in res.stdout, res.stdout + res.stderr
+    data = bytearray((workdir / "params.bin").read_bytes())
+    data[10] ^= 0xFF  # flash corruption: the CRC no longer matches
+    (workdir / "params.bin").write_bytes(bytes(data))
+    with VirtualBoard(workdir=str(workdir)) as vb:
+        res = run_cli("param", "get", "cool.ki", "--port", vb.port)
+        assert "cool.ki = 0.02" in res.stdout, res.stdout + res.stderr  # the default
+
+
+def test_deploy_takes_the_console_back_from_the_running_app(tmp_path):
+    with VirtualBoard(workdir=str(tmp_path)) as vb:
+        assert run_cli("info", "--port", vb.port).returncode == 0
+        (tmp_path / "lib" / "tpfw" / "pid.py").write_text("# stale\n")
+        res = run_cli("deploy", "--board", "virtual", "--port", vb.port, timeout=120)
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert "released the console" in res.stdout
+        assert "class PID" in (tmp_path / "lib" / "tpfw" / "pid.py").read_text()
+        vb.run_app()  # what a reset does on a real board
+        assert run_cli("info", "--port", vb.port).returncode == 0
