@@ -48,7 +48,10 @@ def evaluate(result):
                             worst, when = err, r["t_s"]
             ok = worst <= c["band_k"]
             detail = "largest error after settling time %.2f K%s (band %.2f K)" % (
-                worst, "" if when is None else " at t=%.1f s" % when, c["band_k"])
+                worst,
+                "" if when is None else " at t=%.1f s" % when,
+                c["band_k"],
+            )
         elif kind == "overshoot_max":
             worst = 0.0
             for a, b in _segments(rows):
@@ -68,16 +71,20 @@ def evaluate(result):
         elif kind == "fault_latched":
             name = c["fault"]
             if name not in schema.FAULTS:
-                raise ValueError("criterion fault_latched: unknown fault %r; expected one of: %s"
-                                 % (name, ", ".join(schema.FAULTS)))
+                raise ValueError(
+                    "criterion fault_latched: unknown fault %r; expected one of: %s"
+                    % (name, ", ".join(schema.FAULTS))
+                )
             bit = schema.FAULTS[name]
             before = c.get("before_s", math.inf)
             first = next((r["t_s"] for r in rows if r["faults"] & (1 << bit)), None)
             reported = any(e.code == bit for e in result.events)
             ok = first is not None and first <= before and reported
             detail = "%s latched at t=%s, event %s" % (
-                name, "never" if first is None else "%.1f s" % first,
-                "reported" if reported else "NOT reported")
+                name,
+                "never" if first is None else "%.1f s" % first,
+                "reported" if reported else "NOT reported",
+            )
         elif kind == "actuator_safe_at_end":
             ch = c.get("channel", 0)
             board = resources.load_board(result.scenario["board"])
@@ -97,7 +104,11 @@ def evaluate(result):
             lo, hi = min(vals) - C_TO_K, max(vals) - C_TO_K
             ok = lo >= c["min_c"] and hi <= c["max_c"]
             detail = "measurement %.2f..%.2f degC (allowed %.2f..%.2f)" % (
-                lo, hi, c["min_c"], c["max_c"])
+                lo,
+                hi,
+                c["min_c"],
+                c["max_c"],
+            )
         else:  # scenario.check refuses unknown kinds
             raise ValueError("unknown criterion %r" % kind)
         verdicts.append({"criterion": kind, "passed": bool(ok), "detail": detail})
@@ -113,28 +124,77 @@ def write(result, out_dir):
     plant_keys = sorted(k for k, v in rows[0]["plant"].items() if isinstance(v, (int, float)))
     with open(out / "rows.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["t_s", "setpoint_c", "measurement_c", "sensed_c", "out0", "out1", "out2",
-                    "out3", "faults"] + plant_keys)
+        w.writerow(
+            [
+                "t_s",
+                "setpoint_c",
+                "measurement_c",
+                "sensed_c",
+                "out0",
+                "out1",
+                "out2",
+                "out3",
+                "faults",
+            ]
+            + plant_keys
+        )
         for r in rows:
-            w.writerow([f"{r['t_s']:.3f}", f"{r['setpoint_k'] - C_TO_K:.3f}",
-                        f"{r['measurement_k'] - C_TO_K:.3f}", f"{r['sensed_k'] - C_TO_K:.3f}"]
-                       + [f"{o:.4f}" for o in r["outputs"]] + [r["faults"]]
-                       + [f"{r['plant'][k]:.6g}" for k in plant_keys])
+            w.writerow(
+                [
+                    f"{r['t_s']:.3f}",
+                    f"{r['setpoint_k'] - C_TO_K:.3f}",
+                    f"{r['measurement_k'] - C_TO_K:.3f}",
+                    f"{r['sensed_k'] - C_TO_K:.3f}",
+                ]
+                + [f"{o:.4f}" for o in r["outputs"]]
+                + [r["faults"]]
+                + [f"{r['plant'][k]:.6g}" for k in plant_keys]
+            )
     with open(out / "telemetry.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["t_s", "loop", "mode", "setpoint_c", "measurement_c", "output", "p", "i",
-                    "d", "faults"])
+        w.writerow(
+            [
+                "t_s",
+                "loop",
+                "mode",
+                "setpoint_c",
+                "measurement_c",
+                "output",
+                "p",
+                "i",
+                "d",
+                "faults",
+            ]
+        )
         for t in result.telemetry:
-            w.writerow([t.t_ms / 1000.0, t.loop, t.mode, f"{t.setpoint - C_TO_K:.3f}",
-                        f"{t.measurement - C_TO_K:.3f}", f"{t.output:.4f}", f"{t.p:.4f}",
-                        f"{t.i:.4f}", f"{t.d:.4f}", t.faults])
+            w.writerow(
+                [
+                    t.t_ms / 1000.0,
+                    t.loop,
+                    t.mode,
+                    f"{t.setpoint - C_TO_K:.3f}",
+                    f"{t.measurement - C_TO_K:.3f}",
+                    f"{t.output:.4f}",
+                    f"{t.p:.4f}",
+                    f"{t.i:.4f}",
+                    f"{t.d:.4f}",
+                    t.faults,
+                ]
+            )
     summary = {
         "scenario": result.scenario["name"],
         "passed": result.passed,
         "board": bytes(result.board.board).split(b"\x00")[0].decode(),
         "criteria": result.verdicts,
-        "events": [{"t_s": e.t_ms / 1000.0, "fault": FAULT_NAMES.get(e.code, e.code),
-                    "loop": e.loop, "value": e.value} for e in result.events],
+        "events": [
+            {
+                "t_s": e.t_ms / 1000.0,
+                "fault": FAULT_NAMES.get(e.code, e.code),
+                "loop": e.loop,
+                "value": e.value,
+            }
+            for e in result.events
+        ],
         "link": result.stats,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -154,10 +214,16 @@ def plot(result, path):
         3, 1, figsize=(10, 7), sharex=True, gridspec_kw={"height_ratios": [3, 2, 1]}
     )
     ax1.plot(t, [r["setpoint_k"] - C_TO_K for r in rows], "k--", lw=1.2, label="setpoint")
-    ax1.plot(t, [r["sensed_k"] - C_TO_K for r in rows], color="0.7", lw=0.8,
-             label="sensor (as the board saw it)")
-    ax1.plot(t, [r["measurement_k"] - C_TO_K for r in rows], "C3", lw=1.5,
-             label="measurement (plant)")
+    ax1.plot(
+        t,
+        [r["sensed_k"] - C_TO_K for r in rows],
+        color="0.7",
+        lw=0.8,
+        label="sensor (as the board saw it)",
+    )
+    ax1.plot(
+        t, [r["measurement_k"] - C_TO_K for r in rows], "C3", lw=1.5, label="measurement (plant)"
+    )
     lo = min(min(r["measurement_k"], r["setpoint_k"]) for r in rows) - C_TO_K
     hi = max(max(r["measurement_k"], r["setpoint_k"]) for r in rows) - C_TO_K
     pad = max(1.0, 0.1 * (hi - lo))
@@ -166,23 +232,39 @@ def plot(result, path):
     ax1.legend(loc="best", fontsize=8)
     ax1.grid(alpha=0.3)
     for a in result.scenario["actuators"]:
-        ax2.plot(t, [r["outputs"][a["channel"]] for r in rows], lw=1.3,
-                 label="%s (channel %d)" % (a["input"], a["channel"]))
+        ax2.plot(
+            t,
+            [r["outputs"][a["channel"]] for r in rows],
+            lw=1.3,
+            label="%s (channel %d)" % (a["input"], a["channel"]),
+        )
     ax2.set_ylabel("actuator [0..1]")
     ax2.set_ylim(-0.05, 1.05)
     ax2.legend(loc="best", fontsize=8)
     ax2.grid(alpha=0.3)
     bits = sorted({b for r in rows for b in range(32) if r["faults"] & (1 << b)})
     for k, b in enumerate(bits):
-        ax3.fill_between(t, k, [k + 0.8 if r["faults"] & (1 << b) else k for r in rows],
-                         step="post", label=FAULT_NAMES.get(b, "bit%d" % b))
+        ax3.fill_between(
+            t,
+            k,
+            [k + 0.8 if r["faults"] & (1 << b) else k for r in rows],
+            step="post",
+            label=FAULT_NAMES.get(b, "bit%d" % b),
+        )
     ax3.set_yticks([k + 0.4 for k in range(len(bits))])
     ax3.set_yticklabels([FAULT_NAMES.get(b, str(b)) for b in bits], fontsize=8)
     ax3.set_ylabel("faults")
     ax3.set_xlabel("time [s]")
     if not bits:
-        ax3.text(0.5, 0.5, "no fault latched", transform=ax3.transAxes, ha="center",
-                 va="center", color="0.4")
+        ax3.text(
+            0.5,
+            0.5,
+            "no fault latched",
+            transform=ax3.transAxes,
+            ha="center",
+            va="center",
+            color="0.4",
+        )
         ax3.set_yticks([])
     verdict = "PASS" if result.passed else "FAIL"
     fig.suptitle("%s — %s" % (result.scenario["name"], verdict))

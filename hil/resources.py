@@ -54,7 +54,10 @@ def firmware_files():
     return files
 
 
-_MKDIRS = "import os\nfor d in ('lib', 'lib/tpfw'):\n    try:\n        os.mkdir(d)\n    except OSError:\n        pass\n"
+_MKDIRS = (
+    "import os\nfor d in ('lib', 'lib/tpfw'):\n"
+    "    try:\n        os.mkdir(d)\n    except OSError:\n        pass\n"
+)
 
 
 def deploy_args(board):

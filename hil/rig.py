@@ -43,8 +43,9 @@ def profile_value(profile, t_s):
 def make_sensor(cfg, seed):
     """The sensor front end a [[sensors]] entry describes (hil.sensors presets)."""
     if cfg["kind"] == "ntc":
-        return Sensor.ntc(noise_k=cfg["noise_k"], quant_k=cfg["quant_k"], lag_s=cfg["lag_s"],
-                          seed=seed)
+        return Sensor.ntc(
+            noise_k=cfg["noise_k"], quant_k=cfg["quant_k"], lag_s=cfg["lag_s"], seed=seed
+        )
     return Sensor(noise=cfg["noise_k"], quant=cfg["quant_k"], lag_s=cfg["lag_s"], seed=seed)
 
 
@@ -90,7 +91,7 @@ def _run(sc, session, realtime, progress, seed):
     session.command("fault_reset")
     session.stream_rate("TELEMETRY", tick_hz)
     sensors = [make_sensor(s, seed + k) for k, s in enumerate(sc["sensors"])]
-    for sensor, cfg in zip(sensors, sc["sensors"]):
+    for sensor, cfg in zip(sensors, sc["sensors"], strict=True):
         sensor.cfg = cfg
     n_steps = int(round(sc["duration_s"] * tick_hz))
     setpoints = list(sc["setpoints"])
@@ -139,18 +140,25 @@ def _run(sc, session, realtime, progress, seed):
             delay = wall0 + t_s - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-        ans = session.request("HIL_SENSORS", expect=("HIL_ACTUATORS",), t_ms=int(round(t_s * 1000)),
-                              valid=valid, values=values)
+        ans = session.request(
+            "HIL_SENSORS",
+            expect=("HIL_ACTUATORS",),
+            t_ms=int(round(t_s * 1000)),
+            valid=valid,
+            values=values,
+        )
         outputs = list(ans.outputs)
-        rows.append({
-            "t_s": t_s,
-            "setpoint_k": setpoint_k.get(0, math.nan),
-            "measurement_k": plant_outputs[sc["sensors"][0]["output"]],
-            "sensed_k": values[sc["sensors"][0]["channel"]],
-            "outputs": outputs,
-            "faults": ans.faults,
-            "plant": dict(plant_outputs),
-        })
+        rows.append(
+            {
+                "t_s": t_s,
+                "setpoint_k": setpoint_k.get(0, math.nan),
+                "measurement_k": plant_outputs[sc["sensors"][0]["output"]],
+                "sensed_k": values[sc["sensors"][0]["channel"]],
+                "outputs": outputs,
+                "faults": ans.faults,
+                "plant": dict(plant_outputs),
+            }
+        )
         inputs = dict(sc["inputs"])
         for p in sc["profile"]:
             inputs[p["input"]] = profile_value(p, t_s)

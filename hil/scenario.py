@@ -7,6 +7,7 @@ See ``hil/scenarios/*.toml`` and the README's "Writing a scenario" section.
 
 import math
 import pathlib
+
 import tomllib
 
 C_TO_K = 273.15
@@ -50,7 +51,8 @@ def _need(table, key, kind, where, default=None, required=True):
         v = float(v)
     if not isinstance(v, kind) or (kind is float and not math.isfinite(v)):
         raise ScenarioError(
-            "%s: %r = %r is not a %s" % (where, key, v, "number" if kind is float else kind.__name__)
+            "%s: %r = %r is not a %s"
+            % (where, key, v, "number" if kind is float else kind.__name__)
         )
     return v
 
@@ -68,8 +70,21 @@ def load(path):
 
 
 def check(raw, where="scenario"):
-    known = {"name", "description", "duration_s", "board", "plant", "inputs", "profile",
-             "sensors", "actuators", "setpoints", "faults", "criteria", "params"}
+    known = {
+        "name",
+        "description",
+        "duration_s",
+        "board",
+        "plant",
+        "inputs",
+        "profile",
+        "sensors",
+        "actuators",
+        "setpoints",
+        "faults",
+        "criteria",
+        "params",
+    }
     unknown = set(raw) - known
     if unknown:
         raise ScenarioError(
@@ -100,10 +115,15 @@ def check(raw, where="scenario"):
         v = pr.get("values")
         if not (isinstance(t, list) and isinstance(v, list) and len(t) == len(v) and t):
             raise ScenarioError("%s: t_s and values must be lists of the same length" % w)
-        if any(b < a for a, b in zip(t, t[1:])):
+        if any(b < a for a, b in zip(t, t[1:], strict=False)):
             raise ScenarioError("%s: t_s must not decrease" % w)
-        sc["profile"].append({"input": _need(pr, "input", str, w), "t_s": [float(x) for x in t],
-                              "values": [float(x) for x in v]})
+        sc["profile"].append(
+            {
+                "input": _need(pr, "input", str, w),
+                "t_s": [float(x) for x in t],
+                "values": [float(x) for x in v],
+            }
+        )
     sc["sensors"] = []
     for k, s in enumerate(_need(raw, "sensors", list, where)):
         w = "%s [[sensors]] #%d" % (where, k + 1)
@@ -113,39 +133,54 @@ def check(raw, where="scenario"):
         kind = _need(s, "kind", str, w, "ntc", required=False)
         if kind not in ("ntc", "ideal"):
             raise ScenarioError("%s: kind = %r; expected ntc or ideal" % (w, kind))
-        sc["sensors"].append({
-            "kind": kind,
-            "channel": ch,
-            "output": _need(s, "output", str, w),
-            "noise_k": _need(s, "noise_k", float, w, 0.0, required=False),
-            "quant_k": _need(s, "quant_k", float, w, 0.0, required=False),
-            "lag_s": _need(s, "lag_s", float, w, 0.0, required=False),
-        })
+        sc["sensors"].append(
+            {
+                "kind": kind,
+                "channel": ch,
+                "output": _need(s, "output", str, w),
+                "noise_k": _need(s, "noise_k", float, w, 0.0, required=False),
+                "quant_k": _need(s, "quant_k", float, w, 0.0, required=False),
+                "lag_s": _need(s, "lag_s", float, w, 0.0, required=False),
+            }
+        )
     sc["actuators"] = []
     for k, a in enumerate(_need(raw, "actuators", list, where)):
         w = "%s [[actuators]] #%d" % (where, k + 1)
         ch = _need(a, "channel", int, w)
         if not 0 <= ch < 4:
             raise ScenarioError("%s: channel = %d not in 0..3" % (w, ch))
-        sc["actuators"].append({"channel": ch, "input": _need(a, "input", str, w),
-                                "scale": _need(a, "scale", float, w, 1.0, required=False)})
+        sc["actuators"].append(
+            {
+                "channel": ch,
+                "input": _need(a, "input", str, w),
+                "scale": _need(a, "scale", float, w, 1.0, required=False),
+            }
+        )
     sc["setpoints"] = []
     for k, s in enumerate(raw.get("setpoints", [])):
         w = "%s [[setpoints]] #%d" % (where, k + 1)
-        sc["setpoints"].append({"t_s": _need(s, "t_s", float, w),
-                                "loop": _need(s, "loop", int, w, 0, required=False),
-                                "value_k": _need(s, "value_c", float, w) + C_TO_K})
+        sc["setpoints"].append(
+            {
+                "t_s": _need(s, "t_s", float, w),
+                "loop": _need(s, "loop", int, w, 0, required=False),
+                "value_k": _need(s, "value_c", float, w) + C_TO_K,
+            }
+        )
     sc["setpoints"].sort(key=lambda s: s["t_s"])
     sc["faults"] = []
     for k, f in enumerate(raw.get("faults", [])):
         w = "%s [[faults]] #%d" % (where, k + 1)
         kind = _need(f, "kind", str, w)
         if kind not in FAULT_KINDS:
-            raise ScenarioError("%s: kind = %r; expected one of: %s"
-                                % (w, kind, ", ".join(FAULT_KINDS)))
-        fault = {"kind": kind, "t_s": _need(f, "t_s", float, w),
-                 "duration_s": _need(f, "duration_s", float, w, math.inf, required=False),
-                 "channel": _need(f, "channel", int, w, 0, required=False)}
+            raise ScenarioError(
+                "%s: kind = %r; expected one of: %s" % (w, kind, ", ".join(FAULT_KINDS))
+            )
+        fault = {
+            "kind": kind,
+            "t_s": _need(f, "t_s", float, w),
+            "duration_s": _need(f, "duration_s", float, w, math.inf, required=False),
+            "channel": _need(f, "channel", int, w, 0, required=False),
+        }
         for opt in ("rate_k_per_s", "delay_s", "bytes_per_step", "power_w"):
             if opt in f:
                 fault[opt] = _need(f, opt, float, w)
@@ -157,10 +192,11 @@ def check(raw, where="scenario"):
         w = "%s [[criteria]] #%d" % (where, k + 1)
         kind = _need(c, "kind", str, w)
         if kind not in CRITERIA:
-            raise ScenarioError("%s: kind = %r; expected one of: %s"
-                                % (w, kind, ", ".join(CRITERIA)))
+            raise ScenarioError(
+                "%s: kind = %r; expected one of: %s" % (w, kind, ", ".join(CRITERIA))
+            )
         crit = {"kind": kind}
-        for key, val in c.items():
+        for key in c:
             if key == "kind":
                 continue
             if key in ("loop", "channel"):

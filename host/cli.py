@@ -58,8 +58,10 @@ def cmd_vboard(args):
     signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
     try:
         vb.start()
-        print("virtual board %r running MicroPython (heap %s) on port%s:"
-              % (args.board, vb.heap, "s" if len(vb.ports) > 1 else ""))
+        print(
+            "virtual board %r running MicroPython (heap %s) on port%s:"
+            % (args.board, vb.heap, "s" if len(vb.ports) > 1 else "")
+        )
         for port in vb.ports:
             print(port, flush=True)
         print("try: thermopilot info --port %s   (Ctrl-C stops the board)" % vb.port, flush=True)
@@ -80,22 +82,43 @@ def cmd_info(args):
         ident = s.hello()
         print("board         %s" % _text(ident.board))
         print("firmware      %s" % _text(ident.fw_version))
-        print("protocol      v%d, schema %08x (host: v%d, %08x)"
-              % (ident.proto_version, ident.schema_hash, schema.PROTOCOL_VERSION,
-                 schema.SCHEMA_HASH))
+        print(
+            "protocol      v%d, schema %08x (host: v%d, %08x)"
+            % (ident.proto_version, ident.schema_hash, schema.PROTOCOL_VERSION, schema.SCHEMA_HASH)
+        )
         print("features      %s" % ", ".join(_features(ident.features)))
-        print("loops         %d at %g Hz, %d parameters" % (ident.n_loops, ident.tick_hz,
-                                                          ident.n_params))
+        print(
+            "loops         %d at %g Hz, %d parameters"
+            % (ident.n_loops, ident.tick_hz, ident.n_params)
+        )
         st = s.stats()
-        print("link (host)   ok %d, bad crc %d, bad cobs %d, bad len %d, dropped %d, "
-              "retries %d, timeouts %d"
-              % (st["host_ok"], st["host_bad_crc"], st["host_bad_cobs"], st["host_bad_len"],
-                 st["host_dropped"], st["host_retries"], st["host_timeouts"]))
-        print("link (board)  ok %d, bad crc %d, bad cobs %d, bad len %d, dropped %d, "
-              "overflow %d, duplicates %d, sent %d"
-              % (st["board_rx_ok"], st["board_rx_bad_crc"], st["board_rx_bad_cobs"],
-                 st["board_rx_bad_len"], st["board_rx_dropped"], st["board_rx_overflow"],
-                 st["board_rx_duplicate"], st["board_tx_frames"]))
+        print(
+            "link (host)   ok %d, bad crc %d, bad cobs %d, bad len %d, dropped %d, "
+            "retries %d, timeouts %d"
+            % (
+                st["host_ok"],
+                st["host_bad_crc"],
+                st["host_bad_cobs"],
+                st["host_bad_len"],
+                st["host_dropped"],
+                st["host_retries"],
+                st["host_timeouts"],
+            )
+        )
+        print(
+            "link (board)  ok %d, bad crc %d, bad cobs %d, bad len %d, dropped %d, "
+            "overflow %d, duplicates %d, sent %d"
+            % (
+                st["board_rx_ok"],
+                st["board_rx_bad_crc"],
+                st["board_rx_bad_cobs"],
+                st["board_rx_bad_len"],
+                st["board_rx_dropped"],
+                st["board_rx_overflow"],
+                st["board_rx_duplicate"],
+                st["board_tx_frames"],
+            )
+        )
     return 0
 
 
@@ -103,9 +126,15 @@ def _tlm_row(t):
     mode = {v: k for k, v in schema.MODES.items()}.get(t.mode, str(t.mode))
     faults = [k for k, v in schema.FAULTS.items() if t.faults & (1 << v)]
     return [
-        "%d" % t.loop, mode, "%.1f" % (t.t_ms / 1000.0), "%.2f" % (t.setpoint - C_TO_K),
+        "%d" % t.loop,
+        mode,
+        "%.1f" % (t.t_ms / 1000.0),
+        "%.2f" % (t.setpoint - C_TO_K),
         "%.2f" % (t.measurement - C_TO_K) if math.isfinite(t.measurement) else "—",
-        "%.3f" % t.output, "%.3f" % t.p, "%.3f" % t.i, "%.3f" % t.d,
+        "%.3f" % t.output,
+        "%.3f" % t.p,
+        "%.3f" % t.i,
+        "%.3f" % t.d,
         ", ".join(faults) or "ok",
     ]
 
@@ -115,14 +144,37 @@ def cmd_monitor(args):
     from rich.live import Live
     from rich.table import Table
 
-    heads = ["loop", "mode", "t [s]", "setpoint [°C]", "measured [°C]", "output", "P", "I",
-             "D", "faults"]
+    heads = [
+        "loop",
+        "mode",
+        "t [s]",
+        "setpoint [°C]",
+        "measured [°C]",
+        "output",
+        "P",
+        "I",
+        "D",
+        "faults",
+    ]
     console = Console(stderr=False)
     csv_file = open(args.csv, "w", newline="") if args.csv else None
     writer = csv.writer(csv_file) if csv_file else None
     if writer:
-        writer.writerow(["host_time_s", "loop", "mode", "t_s", "setpoint_c", "measurement_c",
-                         "output", "p", "i", "d", "faults"])
+        writer.writerow(
+            [
+                "host_time_s",
+                "loop",
+                "mode",
+                "t_s",
+                "setpoint_c",
+                "measurement_c",
+                "output",
+                "p",
+                "i",
+                "d",
+                "faults",
+            ]
+        )
     latest = {}
     events = []
     t_end = time.monotonic() + args.duration if args.duration else math.inf
@@ -133,8 +185,9 @@ def cmd_monitor(args):
             s.stream_rate("TELEMETRY", args.rate)
 
         def table():
-            tb = Table(title="ThermoPilot %s — %s (Ctrl-C to stop)"
-                       % (_text(ident.board), args.port))
+            tb = Table(
+                title="ThermoPilot %s — %s (Ctrl-C to stop)" % (_text(ident.board), args.port)
+            )
             for h in heads:
                 tb.add_column(h, justify="right")
             for k in sorted(latest):
@@ -144,8 +197,9 @@ def cmd_monitor(args):
             return tb
 
         try:
-            with Live(table(), console=console, refresh_per_second=4,
-                      auto_refresh=sys.stdout.isatty()) as live:
+            with Live(
+                table(), console=console, refresh_per_second=4, auto_refresh=sys.stdout.isatty()
+            ) as live:
                 while time.monotonic() < t_end:
                     time.sleep(0.1)
                     while s.telemetry:
@@ -153,22 +207,38 @@ def cmd_monitor(args):
                         latest[t.loop] = t
                         n += 1
                         if writer:
-                            writer.writerow(["%.3f" % time.time()] + [
-                                t.loop, t.mode, t.t_ms / 1000.0, t.setpoint - C_TO_K,
-                                t.measurement - C_TO_K, t.output, t.p, t.i, t.d, t.faults])
+                            writer.writerow(
+                                ["%.3f" % time.time()]
+                                + [
+                                    t.loop,
+                                    t.mode,
+                                    t.t_ms / 1000.0,
+                                    t.setpoint - C_TO_K,
+                                    t.measurement - C_TO_K,
+                                    t.output,
+                                    t.p,
+                                    t.i,
+                                    t.d,
+                                    t.faults,
+                                ]
+                            )
                     while s.events:
                         e = s.events.popleft()
                         name = {v: k for k, v in schema.FAULTS.items()}.get(e.code, e.code)
-                        events.append("event t=%.1f s: %s latched (loop %d, value %g)"
-                                      % (e.t_ms / 1000.0, name, e.loop, e.value))
+                        events.append(
+                            "event t=%.1f s: %s latched (loop %d, value %g)"
+                            % (e.t_ms / 1000.0, name, e.loop, e.value)
+                        )
                     live.update(table())
         except KeyboardInterrupt:
             pass
         finally:
             if csv_file:
                 csv_file.close()
-    print("%d telemetry rows%s" % (n, " written to %s" % args.csv if args.csv else ""),
-          file=sys.stderr)
+    print(
+        "%d telemetry rows%s" % (n, " written to %s" % args.csv if args.csv else ""),
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -177,11 +247,15 @@ def cmd_param(args):
         s.hello()
         if args.action == "list":
             rows = s.params()
-            print("%-16s %12s %12s %12s %12s %-6s" % ("name", "value", "min", "max",
-                                                      "default", "unit"))
+            print(
+                "%-16s %12s %12s %12s %12s %-6s"
+                % ("name", "value", "min", "max", "default", "unit")
+            )
             for r in rows:
-                print("%-16s %12.6g %12.6g %12.6g %12.6g %-6s" % (
-                    r["name"], r["value"], r["min"], r["max"], r["default"], r["unit"]))
+                print(
+                    "%-16s %12.6g %12.6g %12.6g %12.6g %-6s"
+                    % (r["name"], r["value"], r["min"], r["max"], r["default"], r["unit"])
+                )
         elif args.action == "get":
             _need_args(args, 1)
             print("%s = %g" % (args.args[0], s.param_get(args.args[0])))
@@ -203,8 +277,7 @@ def cmd_param(args):
 
 def _need_args(args, n):
     if len(args.args) != n:
-        raise UserError("param %s takes %d argument(s), got %d" % (args.action, n,
-                                                                  len(args.args)))
+        raise UserError("param %s takes %d argument(s), got %d" % (args.action, n, len(args.args)))
 
 
 def cmd_deploy(args):
@@ -218,14 +291,18 @@ def cmd_deploy(args):
         pass  # no application running: the REPL is already free
     cmd = [sys.executable, "-m", "mpremote", "connect", args.port, "resume"]
     cmd += resources.deploy_args(board_file)
-    print("mpremote connect %s resume: copying %d files" % (args.port,
-                                                         len(resources.firmware_files()) + 1))
+    print(
+        "mpremote connect %s resume: copying %d files"
+        % (args.port, len(resources.firmware_files()) + 1)
+    )
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
         lines = (res.stderr or res.stdout).strip().splitlines() or ["no output"]
         raise UserError("mpremote failed: %s" % lines[-1])
-    print("deployed %d files and board %s; reset the board to start ThermoPilot"
-          % (len(resources.firmware_files()), board_file.stem))
+    print(
+        "deployed %d files and board %s; reset the board to start ThermoPilot"
+        % (len(resources.firmware_files()), board_file.stem)
+    )
     return 0
 
 
@@ -237,8 +314,10 @@ def cmd_upload(args):
     with Session(args.port, timeout_s=args.timeout) as s:
         s.hello()
         s.upload(args.slot, data)
-    print("uploaded %d bytes to slot %d (stored as slot%d.bin after its CRC-32 checked out)"
-          % (len(data), args.slot, args.slot))
+    print(
+        "uploaded %d bytes to slot %d (stored as slot%d.bin after its CRC-32 checked out)"
+        % (len(data), args.slot, args.slot)
+    )
     return 0
 
 
@@ -249,22 +328,42 @@ def cmd_flash(args):
     fw = pathlib.Path(args.firmware)
     if method == "esptool":
         if not fw.exists():
-            raise UserError("firmware file %s does not exist; download %s from micropython.org"
-                            % (fw, fl.get("firmware", "the MicroPython .bin")))
-        cmd = [sys.executable, "-m", "esptool", "--chip", fl["chip"], "--port", args.port,
-               "--baud", str(fl.get("baud", 460800)), "write_flash", "-z", fl["offset"], str(fw)]
+            raise UserError(
+                "firmware file %s does not exist; download %s from micropython.org"
+                % (fw, fl.get("firmware", "the MicroPython .bin"))
+            )
+        cmd = [
+            sys.executable,
+            "-m",
+            "esptool",
+            "--chip",
+            fl["chip"],
+            "--port",
+            args.port,
+            "--baud",
+            str(fl.get("baud", 460800)),
+            "write_flash",
+            "-z",
+            fl["offset"],
+            str(fw),
+        ]
     elif method == "uf2":
         if not fw.exists():
-            raise UserError("firmware file %s does not exist; download %s from micropython.org"
-                            % (fw, fl.get("firmware", "the MicroPython .uf2")))
+            raise UserError(
+                "firmware file %s does not exist; download %s from micropython.org"
+                % (fw, fl.get("firmware", "the MicroPython .uf2"))
+            )
         drive = pathlib.Path(args.drive or "/media/%s/RPI-RP2" % "$USER")
         if not args.dry_run and not (drive / "INFO_UF2.TXT").exists():
-            raise UserError("no UF2 drive at %s: %s, then pass --drive MOUNTPOINT"
-                            % (drive, fl.get("bootloader", "enter the bootloader")))
+            raise UserError(
+                "no UF2 drive at %s: %s, then pass --drive MOUNTPOINT"
+                % (drive, fl.get("bootloader", "enter the bootloader"))
+            )
         cmd = ["cp", str(fw), str(drive) + "/"]
     else:
-        raise UserError("board %s has no flash method (%r); nothing to flash" % (args.board,
-                                                                                method))
+        raise UserError(
+            "board %s has no flash method (%r); nothing to flash" % (args.board, method)
+        )
     print(" ".join(cmd))
     if args.dry_run:
         return 0
@@ -296,27 +395,41 @@ def cmd_hil_run(args):
     wall = time.monotonic() - t0
     report.evaluate(result)
     report.write(result, out_dir)
-    tb = Table(title="HIL %s on %s: %.0f s simulated in %.1f s"
-               % (sc["name"], target, sc["duration_s"], wall))
+    tb = Table(
+        title="HIL %s on %s: %.0f s simulated in %.1f s"
+        % (sc["name"], target, sc["duration_s"], wall)
+    )
     tb.add_column("criterion")
     tb.add_column("result")
     tb.add_column("detail")
     for v in result.verdicts:
-        tb.add_row(v["criterion"], "[green]PASS[/green]" if v["passed"] else "[red]FAIL[/red]",
-                   v["detail"])
+        tb.add_row(
+            v["criterion"],
+            "[green]PASS[/green]" if v["passed"] else "[red]FAIL[/red]",
+            v["detail"],
+        )
     console.print(tb)
     st = result.stats
-    console.print("link: %d frames ok, %d bad (host); board saw %d ok, %d bad crc, %d bad cobs,"
-                  " %d retries" % (st["host_ok"], st["host_bad_crc"] + st["host_bad_cobs"]
-                                   + st["host_bad_len"], st["board_rx_ok"],
-                                   st["board_rx_bad_crc"], st["board_rx_bad_cobs"],
-                                   st["host_retries"]))
+    console.print(
+        "link: %d frames ok, %d bad (host); board saw %d ok, %d bad crc, %d bad cobs,"
+        " %d retries"
+        % (
+            st["host_ok"],
+            st["host_bad_crc"] + st["host_bad_cobs"] + st["host_bad_len"],
+            st["board_rx_ok"],
+            st["board_rx_bad_crc"],
+            st["board_rx_bad_cobs"],
+            st["host_retries"],
+        )
+    )
     for e in result.events:
-        console.print("event t=%.1f s: %s" % (e.t_ms / 1000.0, report.FAULT_NAMES.get(
-            e.code, e.code)))
+        console.print(
+            "event t=%.1f s: %s" % (e.t_ms / 1000.0, report.FAULT_NAMES.get(e.code, e.code))
+        )
     console.print("report: %s (plot.png, rows.csv, telemetry.csv, summary.json)" % out_dir)
-    console.print("[bold green]PASSED[/bold green]" if result.passed
-                  else "[bold red]FAILED[/bold red]")
+    console.print(
+        "[bold green]PASSED[/bold green]" if result.passed else "[bold red]FAILED[/bold red]"
+    )
     return 0 if result.passed else EXIT_FAILED
 
 
@@ -332,10 +445,17 @@ def build_parser():
     sub = ap.add_subparsers(dest="command", required=True)
 
     def port_arg(p, required=True):
-        p.add_argument("--port", required=required,
-                       help="serial device, e.g. /dev/ttyACM0 or the virtual board's pty")
-        p.add_argument("--timeout", type=float, default=0.5,
-                       help="seconds to wait for each answer before retrying (default 0.5)")
+        p.add_argument(
+            "--port",
+            required=required,
+            help="serial device, e.g. /dev/ttyACM0 or the virtual board's pty",
+        )
+        p.add_argument(
+            "--timeout",
+            type=float,
+            default=0.5,
+            help="seconds to wait for each answer before retrying (default 0.5)",
+        )
 
     p = sub.add_parser("ports", help="list serial ports")
     p.set_defaults(func=cmd_ports)
@@ -344,8 +464,13 @@ def build_parser():
     p.add_argument("--board", default="virtual", help="board definition (default: virtual)")
     p.add_argument("--heap", default=None, help="MicroPython heap, e.g. 110K")
     p.add_argument("--workdir", default=None, help="the board's filesystem (default: temp)")
-    p.add_argument("--ports", type=int, default=1, choices=range(1, 5),
-                   help="how many ports share the board (e.g. 2: a HIL run and a monitor)")
+    p.add_argument(
+        "--ports",
+        type=int,
+        default=1,
+        choices=range(1, 5),
+        help="how many ports share the board (e.g. 2: a HIL run and a monitor)",
+    )
     p.set_defaults(func=cmd_vboard)
 
     p = sub.add_parser("info", help="identity, features and link statistics of a board")
@@ -356,8 +481,9 @@ def build_parser():
     port_arg(p)
     p.add_argument("--csv", help="write every telemetry row to this CSV file")
     p.add_argument("--duration", type=float, default=0, help="stop after this many seconds")
-    p.add_argument("--rate", type=float, default=0,
-                   help="telemetry rate to ask the board for (Hz)")
+    p.add_argument(
+        "--rate", type=float, default=0, help="telemetry rate to ask the board for (Hz)"
+    )
     p.set_defaults(func=cmd_monitor)
 
     p = sub.add_parser("param", help="list, get, set, save or restore parameters")
@@ -367,8 +493,9 @@ def build_parser():
     p.set_defaults(func=cmd_param)
 
     p = sub.add_parser("deploy", help="copy the firmware to a board with mpremote")
-    p.add_argument("--board", required=True,
-                   help="board definition: %s" % ", ".join(resources.board_names()))
+    p.add_argument(
+        "--board", required=True, help="board definition: %s" % ", ".join(resources.board_names())
+    )
     port_arg(p)
     p.set_defaults(func=cmd_deploy)
 
@@ -391,8 +518,9 @@ def build_parser():
     r = hsub.add_parser("run", help="run a scenario; exit 1 if a criterion fails")
     r.add_argument("scenario", help="scenario .toml file")
     r.add_argument("--port", help="run against a real board on this port (real time)")
-    r.add_argument("--realtime", action="store_true",
-                   help="pace the virtual board by the wall clock too")
+    r.add_argument(
+        "--realtime", action="store_true", help="pace the virtual board by the wall clock too"
+    )
     r.add_argument("--report-dir", default="report", help="where report/NAME/ goes")
     r.set_defaults(func=cmd_hil_run)
     return ap

@@ -187,9 +187,7 @@ class Session:
 
     def hello(self, check_schema=True):
         """Identify the board; refuse one built from another schema."""
-        ident = self.request(
-            "HELLO", expect=("IDENTITY",), proto_version=schema.PROTOCOL_VERSION
-        )
+        ident = self.request("HELLO", expect=("IDENTITY",), proto_version=schema.PROTOCOL_VERSION)
         if check_schema and (
             ident.schema_hash != schema.SCHEMA_HASH
             or ident.proto_version != schema.PROTOCOL_VERSION
@@ -219,8 +217,16 @@ class Session:
         out = {"host_" + k: v for k, v in self.decoder.stats.items()}
         out.update({"host_" + k: v for k, v in self.host_stats.items()})
         b = self.board_stats()
-        for k in ("rx_ok", "rx_bad_crc", "rx_bad_cobs", "rx_bad_len", "rx_dropped",
-                  "rx_overflow", "rx_duplicate", "tx_frames"):
+        for k in (
+            "rx_ok",
+            "rx_bad_crc",
+            "rx_bad_cobs",
+            "rx_bad_len",
+            "rx_dropped",
+            "rx_overflow",
+            "rx_duplicate",
+            "tx_frames",
+        ):
             out["board_" + k] = getattr(b, k)
         return out
 
@@ -229,8 +235,7 @@ class Session:
         first = self.request("PARAM_INFO_REQ", expect=("PARAM_INFO",), index=0)
         out = [_param_row(first)]
         for i in range(1, first.count):
-            out.append(_param_row(self.request("PARAM_INFO_REQ", expect=("PARAM_INFO",),
-                                               index=i)))
+            out.append(_param_row(self.request("PARAM_INFO_REQ", expect=("PARAM_INFO",), index=i)))
         return out
 
     def param_get(self, name):
@@ -255,12 +260,14 @@ class Session:
         import zlib
 
         data = bytes(data)
-        self.request("UPLOAD_BEGIN", slot=slot, total_len=len(data),
-                     crc32=zlib.crc32(data) & 0xFFFFFFFF)
+        self.request(
+            "UPLOAD_BEGIN", slot=slot, total_len=len(data), crc32=zlib.crc32(data) & 0xFFFFFFFF
+        )
         for off in range(0, len(data), 48):
             chunk = data[off : off + 48]
-            self.request("UPLOAD_CHUNK", slot=slot, offset=off, n=len(chunk),
-                         data=chunk.ljust(48, b"\x00"))
+            self.request(
+                "UPLOAD_CHUNK", slot=slot, offset=off, n=len(chunk), data=chunk.ljust(48, b"\x00")
+            )
             if progress is not None:
                 progress(off + len(chunk), len(data))
         self.request("UPLOAD_END", slot=slot)

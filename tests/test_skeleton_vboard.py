@@ -23,8 +23,9 @@ def vboard():
 
 
 def run_cli(*args, timeout=60):
-    return subprocess.run(THERMOPILOT + list(args), capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        THERMOPILOT + list(args), capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_info_identifies_the_board(vboard):
@@ -36,8 +37,17 @@ def test_info_identifies_the_board(vboard):
 
 def test_monitor_logs_csv(vboard, tmp_path):
     csv_path = tmp_path / "tlm.csv"
-    res = run_cli("monitor", "--port", vboard.port, "--duration", "1.5", "--rate", "10",
-                  "--csv", str(csv_path))
+    res = run_cli(
+        "monitor",
+        "--port",
+        vboard.port,
+        "--duration",
+        "1.5",
+        "--rate",
+        "10",
+        "--csv",
+        str(csv_path),
+    )
     assert res.returncode == 0, res.stderr
     lines = csv_path.read_text().splitlines()
     assert lines[0].startswith("host_time_s,loop,mode")
@@ -59,16 +69,18 @@ def test_vm_heap_is_no_larger_than_an_esp32(vboard):
 
 
 def test_vboard_command_prints_port_and_stops_cleanly_on_ctrl_c():
-    proc = subprocess.Popen(THERMOPILOT + ["vboard"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        THERMOPILOT + ["vboard"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         proc.stdout.readline()
         port = proc.stdout.readline().strip()
         assert port.startswith("/dev/pts/")
         res = run_cli("info", "--port", port)
         assert res.returncode == 0, res.stderr
-        vm = subprocess.run(["pgrep", "-f", "-P", str(proc.pid), "micropython"],
-                            capture_output=True, text=True).stdout.split()
+        vm = subprocess.run(
+            ["pgrep", "-f", "-P", str(proc.pid), "micropython"], capture_output=True, text=True
+        ).stdout.split()
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=10) == 0
     finally:

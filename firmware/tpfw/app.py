@@ -42,15 +42,17 @@ def _param_table(board):
         d = loop.get("defaults", {})
         s = board["sensors"][loop["sensor"]]
         n = loop["name"]
-        rows.append((n + ".sp_k", "K", codec.PTYPE_F32, s["min_k"], s["max_k"],
-                     d.get("sp_k", 303.15)))
+        rows.append(
+            (n + ".sp_k", "K", codec.PTYPE_F32, s["min_k"], s["max_k"], d.get("sp_k", 303.15))
+        )
         rows.append((n + ".kp", "1/K", codec.PTYPE_F32, 0.0, 100.0, d.get("kp", 0.1)))
         rows.append((n + ".ki", "1/Ks", codec.PTYPE_F32, 0.0, 10.0, d.get("ki", 0.001)))
         rows.append((n + ".kd", "s/K", codec.PTYPE_F32, 0.0, 1000.0, d.get("kd", 0.0)))
         rows.append((n + ".out_min", "1", codec.PTYPE_F32, 0.0, 1.0, d.get("out_min", 0.0)))
         rows.append((n + ".out_max", "1", codec.PTYPE_F32, 0.0, 1.0, d.get("out_max", 1.0)))
-        rows.append((n + ".max_k", "K", codec.PTYPE_F32, s["min_k"], s["max_k"],
-                     d.get("max_k", 333.15)))
+        rows.append(
+            (n + ".max_k", "K", codec.PTYPE_F32, s["min_k"], s["max_k"], d.get("max_k", 333.15))
+        )
     rows.append(("hil.timeout_s", "s", codec.PTYPE_F32, 0.1, 60.0, 1.0))
     return rows
 
@@ -65,8 +67,14 @@ class Loop:
         self.max_sensor_k = sensor["max_k"]
         self.p0 = params.index[self.name + ".sp_k"]  # first of this loop's parameters
         v = params.values
-        self.pid = PID(v[self.p0 + 1], v[self.p0 + 2], v[self.p0 + 3],
-                       v[self.p0 + 4], v[self.p0 + 5], cfg.get("reverse", False))
+        self.pid = PID(
+            v[self.p0 + 1],
+            v[self.p0 + 2],
+            v[self.p0 + 3],
+            v[self.p0 + 4],
+            v[self.p0 + 5],
+            cfg.get("reverse", False),
+        )
         self.mode = codec.MODE_AUTO
         self.measurement = math.nan
         self.output = 0.0
@@ -184,8 +192,9 @@ class App:
 
     def send_param_value(self, seq, i):
         p = self.params
-        struct.pack_into(codec.F_PARAM_VALUE, self.link.tx, 3, seq, i, p.names[i].encode(),
-                         p.values[i])
+        struct.pack_into(
+            codec.F_PARAM_VALUE, self.link.tx, 3, seq, i, p.names[i].encode(), p.values[i]
+        )
         self._answer(codec.S_PARAM_VALUE, codec.M_PARAM_VALUE)
 
     def handle(self, size):
@@ -207,10 +216,20 @@ class App:
             features = 1 << codec.FEATURE_HIL | 1 << codec.FEATURE_FLASH_PARAMS
             if _C_CORE:
                 features |= 1 << codec.FEATURE_C_CORE
-            struct.pack_into(codec.F_IDENTITY, self.link.tx, 3, seq, codec.PROTOCOL_VERSION,
-                             boardmod.FW_VERSION.encode(), b["name"].encode(),
-                             (codec.SCHEMA_HASH_HI << 16) | codec.SCHEMA_HASH_LO, features,
-                             len(self.loops), len(self.params.names), b["tick_hz"])
+            struct.pack_into(
+                codec.F_IDENTITY,
+                self.link.tx,
+                3,
+                seq,
+                codec.PROTOCOL_VERSION,
+                boardmod.FW_VERSION.encode(),
+                b["name"].encode(),
+                (codec.SCHEMA_HASH_HI << 16) | codec.SCHEMA_HASH_LO,
+                features,
+                len(self.loops),
+                len(self.params.names),
+                b["tick_hz"],
+            )
             self._answer(codec.S_IDENTITY, codec.M_IDENTITY)
         elif msg == codec.M_PARAM_INFO_REQ:
             (i,) = struct.unpack_from(codec.F_PARAM_INFO_REQ, rx, 3)
@@ -219,9 +238,21 @@ class App:
             if i >= n:
                 self.nack(seq, msg, codec.ERR_UNKNOWN_PARAM, i, 0, n - 1)
                 return
-            struct.pack_into(codec.F_PARAM_INFO, self.link.tx, 3, seq, i, n,
-                             p.names[i].encode(), p.units[i].encode(), p.types[i], p.mins[i],
-                             p.maxs[i], p.defaults[i], p.values[i])
+            struct.pack_into(
+                codec.F_PARAM_INFO,
+                self.link.tx,
+                3,
+                seq,
+                i,
+                n,
+                p.names[i].encode(),
+                p.units[i].encode(),
+                p.types[i],
+                p.mins[i],
+                p.maxs[i],
+                p.defaults[i],
+                p.values[i],
+            )
             self._answer(codec.S_PARAM_INFO, codec.M_PARAM_INFO)
         elif msg == codec.M_PARAM_GET or msg == codec.M_PARAM_SET:
             i = self.params.find(bytes(rx[3:19]))
@@ -255,11 +286,22 @@ class App:
             self.ack(seq, msg)
         elif msg == codec.M_LINK_STATS_REQ:
             lk = self.link
-            struct.pack_into(codec.F_LINK_STATS, lk.tx, 3, seq, lk.rx_ok, lk.rx_bad_crc,
-                             lk.rx_bad_cobs, lk.rx_bad_len, lk.rx_dropped, lk.rx_overflow,
-                             lk.rx_duplicate, lk.tx_frames)
+            struct.pack_into(
+                codec.F_LINK_STATS,
+                lk.tx,
+                3,
+                seq,
+                lk.rx_ok,
+                lk.rx_bad_crc,
+                lk.rx_bad_cobs,
+                lk.rx_bad_len,
+                lk.rx_dropped,
+                lk.rx_overflow,
+                lk.rx_duplicate,
+                lk.tx_frames,
+            )
             self._answer(codec.S_LINK_STATS, codec.M_LINK_STATS)
-        elif msg == codec.M_UPLOAD_BEGIN or msg == codec.M_UPLOAD_CHUNK or msg == codec.M_UPLOAD_END:
+        elif msg in (codec.M_UPLOAD_BEGIN, codec.M_UPLOAD_CHUNK, codec.M_UPLOAD_END):
             self.on_upload(seq, msg)
         else:
             self.nack(seq, msg, codec.ERR_UNKNOWN_MESSAGE, msg)
@@ -324,9 +366,19 @@ class App:
         self.run_due(t_ms)
         self.stream()  # telemetry and events of these ticks go out before the answer
         out = hal.outputs
-        struct.pack_into(codec.F_HIL_ACTUATORS, self.link.tx, 3, seq, t_ms,
-                         (self.ticks - t0) & 0xFFFF, self.sup.faults, out[0], out[1], out[2],
-                         out[3])
+        struct.pack_into(
+            codec.F_HIL_ACTUATORS,
+            self.link.tx,
+            3,
+            seq,
+            t_ms,
+            (self.ticks - t0) & 0xFFFF,
+            self.sup.faults,
+            out[0],
+            out[1],
+            out[2],
+            out[3],
+        )
         self._answer(codec.S_HIL_ACTUATORS, codec.M_HIL_ACTUATORS)
 
     def on_upload(self, seq, msg):
@@ -375,10 +427,21 @@ class App:
         faults = self.sup.faults
         for loop in self.loops:
             pid = loop.pid
-            struct.pack_into(codec.F_TELEMETRY, lk.tx, 3, loop.idx,
-                             codec.MODE_SAFE if faults else loop.mode, self.now_ms,
-                             self.params.values[loop.p0], loop.measurement, loop.output,
-                             pid.p, pid.i, pid.d, faults)
+            struct.pack_into(
+                codec.F_TELEMETRY,
+                lk.tx,
+                3,
+                loop.idx,
+                codec.MODE_SAFE if faults else loop.mode,
+                self.now_ms,
+                self.params.values[loop.p0],
+                loop.measurement,
+                loop.output,
+                pid.p,
+                pid.i,
+                pid.d,
+                faults,
+            )
             lk.send(codec.M_TELEMETRY, codec.S_TELEMETRY)
 
     def send_events(self):
@@ -386,8 +449,16 @@ class App:
         lk = self.link
         while sup.ev_count:
             k = sup.ev_head
-            struct.pack_into(codec.F_EVENT, lk.tx, 3, sup.ev_code[k], sup.ev_loop[k], 1,
-                             sup.ev_t[k], sup.ev_value[k])
+            struct.pack_into(
+                codec.F_EVENT,
+                lk.tx,
+                3,
+                sup.ev_code[k],
+                sup.ev_loop[k],
+                1,
+                sup.ev_t[k],
+                sup.ev_value[k],
+            )
             lk.send(codec.M_EVENT, codec.S_EVENT)
             sup.ev_head = (k + 1) % len(sup.ev_code)
             sup.ev_count -= 1
