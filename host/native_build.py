@@ -93,7 +93,7 @@ ffibuilder.set_source(
     "\n".join('#include "%s"' % h for h in _HEADERS),
     sources=[_rel(p) for p in _SOURCES],
     include_dirs=[_rel(_NATIVE)],
-    extra_compile_args=["-std=c99", "-O2", "-Wall", "-Wextra"],
+    extra_compile_args=["-std=c99", "-O3", "-Wall", "-Wextra"],
 )
 
 if __name__ == "__main__":
