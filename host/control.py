@@ -254,9 +254,13 @@ def _sym_psd(name, a, definite=False):
         raise ValueError("%s must be symmetric" % name)
     ev = np.linalg.eigvalsh(a)
     if definite and ev.min() <= 0.0:
-        raise ValueError("%s must be positive definite (smallest eigenvalue %g)" % (name, ev.min()))
+        raise ValueError(
+            "%s must be positive definite (smallest eigenvalue %g)" % (name, ev.min())
+        )
     if ev.min() < -1e-9 * max(1.0, abs(ev.max())):
-        raise ValueError("%s must be positive semidefinite (smallest eigenvalue %g)" % (name, ev.min()))
+        raise ValueError(
+            "%s must be positive semidefinite (smallest eigenvalue %g)" % (name, ev.min())
+        )
 
 
 def mpc_precompute(
@@ -539,17 +543,19 @@ def mpc_unpack(blob):
     """
     blob = bytes(blob)
     if len(blob) < _HEADER.size:
-        raise ValueError("MPC blob is %d bytes, shorter than its %d-byte header"
-                         % (len(blob), _HEADER.size))
+        raise ValueError(
+            "MPC blob is %d bytes, shorter than its %d-byte header" % (len(blob), _HEADER.size)
+        )
     magic, version, nx, nu, nd, ny, n, _, plen, crc = _HEADER.unpack_from(blob)
     if magic != BLOB_MAGIC:
         raise ValueError("not an MPC blob: magic %r, expected %r" % (magic, BLOB_MAGIC))
     if version != BLOB_VERSION:
-        raise ValueError("MPC blob version %d, this build reads version %d"
-                         % (version, BLOB_VERSION))
+        raise ValueError(
+            "MPC blob version %d, this build reads version %d" % (version, BLOB_VERSION)
+        )
     if len(blob) != _HEADER.size + plen:
         raise ValueError("MPC blob is %d bytes, header says %d" % (len(blob), _HEADER.size + plen))
-    if zlib.crc32(blob[_HEADER.size:], zlib.crc32(blob[:16])) & 0xFFFFFFFF != crc:
+    if zlib.crc32(blob[_HEADER.size :], zlib.crc32(blob[:16])) & 0xFFFFFFFF != crc:
         raise ValueError("MPC blob CRC mismatch: the blob is corrupted")
     f = np.frombuffer(blob, dtype="<f4", offset=_HEADER.size).astype(float)
     nxa = nx + nu
@@ -765,7 +771,9 @@ def mpc_qp(blob, x, u_prev, d=None, x_ref=None, u_ref=None):
     Ps = sparse.diags(np.tile(m["w_quad"], n)) if nzs else sparse.csc_matrix((0, 0))
     P = sparse.block_diag([Px, Pv, Ps], format="csc")
     q = np.concatenate(
-        [-m["Qa"] @ xa_ref] * (n - 1) + [-m["PN"] @ xa_ref] + [np.zeros(nzv)]
+        [-m["Qa"] @ xa_ref] * (n - 1)
+        + [-m["PN"] @ xa_ref]
+        + [np.zeros(nzv)]
         + [np.tile(m["w_lin"], n)]
     )
     c = np.concatenate([m["E"] @ d if nd else np.zeros(nx), np.zeros(nu)])
@@ -777,8 +785,9 @@ def mpc_qp(blob, x, u_prev, d=None, x_ref=None, u_ref=None):
     bdyn = np.tile(c, n)
     bdyn[:nxa] += m["A"] @ xa0
     # move limits, input limits
-    Amove = sparse.hstack([sparse.csc_matrix((nzv, nzx)), sparse.eye(nzv),
-                           sparse.csc_matrix((nzv, nzs))])
+    Amove = sparse.hstack(
+        [sparse.csc_matrix((nzv, nzx)), sparse.eye(nzv), sparse.csc_matrix((nzv, nzs))]
+    )
     sel_u = sparse.hstack([sparse.csc_matrix((nu, nx)), sparse.eye(nu)])
     Ain = sparse.hstack([sparse.kron(sparse.eye(n), sel_u), sparse.csc_matrix((nzv, nzv + nzs))])
     rows = [Adyn, Amove, Ain]
@@ -800,7 +809,9 @@ def mpc_qp(blob, x, u_prev, d=None, x_ref=None, u_ref=None):
     return P, q, Aq, np.concatenate(lo), np.concatenate(hi), layout
 
 
-def mpc_reference_step(blob, x, u_prev, d=None, x_ref=None, u_ref=None, state=None, dtype=np.float32):
+def mpc_reference_step(
+    blob, x, u_prev, d=None, x_ref=None, u_ref=None, state=None, dtype=np.float32
+):
     """numpy float32 re-implementation of ``tp_mpc_solve`` (same order of operations).
 
     ``state`` (a dict, updated in place) carries the warm start between calls; pass the
@@ -820,8 +831,12 @@ def mpc_reference_step(blob, x, u_prev, d=None, x_ref=None, u_ref=None, state=No
     x_ref = np.zeros(nx, f) if x_ref is None else np.asarray(x_ref, dtype=f)
     u_ref = np.zeros(nu, f) if u_ref is None else np.asarray(u_ref, dtype=f)
     u_min, u_max, du_min, du_max = g32["u_min"], g32["u_max"], g32["du_min"], g32["du_max"]
-    if (np.any(u_min > u_max) or np.any(du_min > du_max) or np.any(u_prev + du_min > u_max)
-            or np.any(u_prev + du_max < u_min)):
+    if (
+        np.any(u_min > u_max)
+        or np.any(du_min > du_max)
+        or np.any(u_prev + du_min > u_max)
+        or np.any(u_prev + du_max < u_min)
+    ):
         u0 = np.clip(np.clip(u_prev, u_min, u_max), u_prev + du_min, u_prev + du_max)
         return u0.astype(float), "infeasible", 0
     st = {} if state is None else state
@@ -858,7 +873,8 @@ def mpc_reference_step(blob, x, u_prev, d=None, x_ref=None, u_ref=None, state=No
         return out
 
     status, it = "iteration limit", 0
-    for it in range(1, m["max_iter"] + 1):
+    for count in range(1, m["max_iter"] + 1):
+        it = count
         p[n] = gt_dual(pref, yg[n - 1], zg[n - 1])
         for k in range(n - 1, -1, -1):
             t = p[k + 1] + Pc
@@ -884,8 +900,9 @@ def mpc_reference_step(blob, x, u_prev, d=None, x_ref=None, u_ref=None, state=No
         dn = np.minimum(lo_y, (rho * wy + wl + wq * lo_y) / den)
         zg_new[:, :ny] = np.where(wy > hi_y, up, np.where(wy < lo_y, dn, wy))
         rp = max(float(np.max(np.abs(v - zv_new))), float(np.max(np.abs(gx - zg_new))))
-        rd = max(float(np.max(rho_v * np.abs(zv_new - zv))),
-                 float(np.max(rho_g * np.abs(zg_new - zg))))
+        rd = max(
+            float(np.max(rho_v * np.abs(zv_new - zv))), float(np.max(rho_g * np.abs(zg_new - zg)))
+        )
         st["residuals"] = (rp, rd)
         yv += vh - zv_new
         yg += gh - zg_new

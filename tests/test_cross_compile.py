@@ -35,9 +35,7 @@ def report(tmp_path_factory):
 
 @pytest.mark.parametrize("target", ["rp2040", "rp2350", "esp32c3"])
 def test_target_builds_and_reports_size(report, target):
-    m = re.search(
-        r"^%s\s+text=(\d+) data=(\d+) bss=(\d+) workspace=(\d+)$" % target, report, re.M
-    )
+    m = re.search(r"^%s\s+text=(\d+) data=(\d+) bss=(\d+) workspace=(\d+)$" % target, report, re.M)
     assert m, report
     text, data, bss, workspace = (int(g) for g in m.groups())
     assert 1000 < text < 32768  # PID + MPC code fits a small flash budget

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from thermopilot.host.control import MPC, mpc_precompute, mpc_reference_step, mpc_unpack
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -126,7 +127,9 @@ def test_micropython_matches_c(cases, tmp_path):
         steps, results = [], []
         for _ in range(2):
             u = mpc.step(x0, u_prev, d, x_ref, u_ref)
-            steps.append([x0.tolist(), u_prev.tolist(), d.tolist(), x_ref.tolist(), u_ref.tolist()])
+            steps.append(
+                [x0.tolist(), u_prev.tolist(), d.tolist(), x_ref.tolist(), u_ref.tolist()]
+            )
             results.append((u, mpc.status_code, mpc.iterations))
             u_prev = u
         payload.append([blob.hex(), steps])
@@ -215,7 +218,10 @@ def test_precompute_accepts_a_good_model():
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"A": np.array([[1.2, 0.0], [0.0, 0.5]])}, r"A is open-loop unstable \(spectral radius 1.2"),
+        (
+            {"A": np.array([[1.2, 0.0], [0.0, 0.5]])},
+            r"A is open-loop unstable \(spectral radius 1.2",
+        ),
         ({"A": np.eye(9) * 0.5}, r"nx=9 out of range \[1, 8\]"),
         ({"B": np.ones((2, 4)) * 0.1}, r"nu=4 out of range \[1, 3\]"),
         ({"B": np.ones((3, 1))}, r"B has shape \(3, 1\), expected \(2, nu\)"),

@@ -7,7 +7,6 @@ after 40 steps.
 """
 
 import json
-import math
 import subprocess
 import sys
 import types

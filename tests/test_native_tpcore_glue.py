@@ -64,7 +64,9 @@ def _tpcore_stand_in():
 
 @pytest.fixture()
 def firmware():
-    saved = {k: sys.modules.get(k) for k in ("tpcore", "micropython", "tpfw", "tpfw.pid", "tpfw.mpc")}
+    saved = {
+        k: sys.modules.get(k) for k in ("tpcore", "micropython", "tpfw", "tpfw.pid", "tpfw.mpc")
+    }
     stub = types.ModuleType("micropython")
     stub.const = lambda x: x
     stub.native = stub.viper = lambda f: f

@@ -211,7 +211,16 @@ class MPCPy:
     @micropython.native
     def _project(self):
         n, nx, nu, ny, nxa, ng = self.n, self.nx, self.nu, self.ny, self.nxa, self.ng
-        v, zv, yv, zg, yg, x, g, C = self.v, self.zv, self.yv, self.zg, self.yg, self.x, self._g, self.C
+        v, zv, yv, zg, yg, x, g, C = (
+            self.v,
+            self.zv,
+            self.yv,
+            self.zg,
+            self.yg,
+            self.x,
+            self._g,
+            self.C,
+        )
         du_min, du_max, u_min, u_max = self.du_min, self.du_max, self.u_min, self.u_max
         y_min, y_max, w_lin, w_quad = self.y_min, self.y_max, self.w_lin, self.w_quad
         rho_v, rho_g = self.rho_v, self.rho_g

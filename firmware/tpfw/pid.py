@@ -103,7 +103,9 @@ class PIDPy:
         self.i = 0.0
         self.d = 0.0
         self.ff = 0.0
-        self.output = _clamp(self.out_min if output is None else output, self.out_min, self.out_max)
+        self.output = _clamp(
+            self.out_min if output is None else output, self.out_min, self.out_max
+        )
         self.v = self.output
         self._y_prev = 0.0
         self._r_prev = 0.0
