@@ -35,17 +35,19 @@ def evaluate(result):
     for c in result.scenario["criteria"]:
         kind = c["kind"]
         after = c.get("after_s", 0.0)
+        before = c.get("before_s", math.inf)
         if kind == "settles":
+            # within within_s of every setpoint change, and from then on (inside the
+            # [after_s, before_s] window), the measurement stays in the band
             worst, when = 0.0, None
             for a, b in _segments(rows):
                 t_change = rows[a]["t_s"]
-                if t_change > after and a != 0 and rows[a - 1]["t_s"] < after:
-                    continue
                 for r in rows[a:b]:
-                    if r["t_s"] >= t_change + c["within_s"] and r["t_s"] >= after:
+                    t = r["t_s"]
+                    if t >= t_change + c["within_s"] and after <= t <= before:
                         err = abs(r["measurement_k"] - r["setpoint_k"])
                         if err > worst:
-                            worst, when = err, r["t_s"]
+                            worst, when = err, t
             ok = worst <= c["band_k"]
             detail = "largest error after settling time %.2f K%s (band %.2f K)" % (
                 worst,
@@ -94,20 +96,23 @@ def evaluate(result):
             detail = "actuator %d at end %.3f, safe value %.3f" % (ch, last, safe)
         elif kind == "actuator_below":
             ch = c.get("channel", 0)
-            before = c.get("before_s", math.inf)
             vals = [r["outputs"][ch] for r in rows if after <= r["t_s"] <= before]
             ok = max(vals) <= c["max"]
             detail = "actuator %d peaked at %.3f (limit %.3f)" % (ch, max(vals), c["max"])
         elif kind == "measurement_between":
-            before = c.get("before_s", math.inf)
             vals = [r["measurement_k"] for r in rows if after <= r["t_s"] <= before]
-            lo, hi = min(vals) - C_TO_K, max(vals) - C_TO_K
-            ok = lo >= c["min_c"] and hi <= c["max_c"]
-            detail = "measurement %.2f..%.2f degC (allowed %.2f..%.2f)" % (
+            if "min_k" in c:  # a temperature difference such as superheat, or kelvin
+                lo, hi, unit, lim_lo, lim_hi = min(vals), max(vals), "K", c["min_k"], c["max_k"]
+            else:
+                lo, hi, unit = min(vals) - C_TO_K, max(vals) - C_TO_K, "degC"
+                lim_lo, lim_hi = c["min_c"], c["max_c"]
+            ok = lo >= lim_lo and hi <= lim_hi
+            detail = "measurement %.2f..%.2f %s (allowed %.2f..%.2f)" % (
                 lo,
                 hi,
-                c["min_c"],
-                c["max_c"],
+                unit,
+                lim_lo,
+                lim_hi,
             )
         else:  # scenario.check refuses unknown kinds
             raise ValueError("unknown criterion %r" % kind)
@@ -116,8 +121,16 @@ def evaluate(result):
     return verdicts
 
 
+def _display(result):
+    """(offset, unit) for the user's edge: degC for temperatures, K for differences."""
+    if result.scenario.get("celsius", True):
+        return C_TO_K, "c"
+    return 0.0, "k"
+
+
 def write(result, out_dir):
     """Write rows.csv, telemetry.csv, summary.json and plot.png into out_dir."""
+    off, u = _display(result)
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = result.rows
@@ -127,9 +140,9 @@ def write(result, out_dir):
         w.writerow(
             [
                 "t_s",
-                "setpoint_c",
-                "measurement_c",
-                "sensed_c",
+                "setpoint_" + u,
+                "measurement_" + u,
+                "sensed_" + u,
                 "out0",
                 "out1",
                 "out2",
@@ -142,9 +155,9 @@ def write(result, out_dir):
             w.writerow(
                 [
                     f"{r['t_s']:.3f}",
-                    f"{r['setpoint_k'] - C_TO_K:.3f}",
-                    f"{r['measurement_k'] - C_TO_K:.3f}",
-                    f"{r['sensed_k'] - C_TO_K:.3f}",
+                    f"{r['setpoint_k'] - off:.3f}",
+                    f"{r['measurement_k'] - off:.3f}",
+                    f"{r['sensed_k'] - off:.3f}",
                 ]
                 + [f"{o:.4f}" for o in r["outputs"]]
                 + [r["faults"]]
@@ -157,8 +170,8 @@ def write(result, out_dir):
                 "t_s",
                 "loop",
                 "mode",
-                "setpoint_c",
-                "measurement_c",
+                "setpoint_" + u,
+                "measurement_" + u,
                 "output",
                 "p",
                 "i",
@@ -172,8 +185,8 @@ def write(result, out_dir):
                     t.t_ms / 1000.0,
                     t.loop,
                     t.mode,
-                    f"{t.setpoint - C_TO_K:.3f}",
-                    f"{t.measurement - C_TO_K:.3f}",
+                    f"{t.setpoint - off:.3f}",
+                    f"{t.measurement - off:.3f}",
                     f"{t.output:.4f}",
                     f"{t.p:.4f}",
                     f"{t.i:.4f}",
@@ -208,27 +221,31 @@ def plot(result, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    off, u = _display(result)
     rows = result.rows
     t = [r["t_s"] for r in rows]
     fig, (ax1, ax2, ax3) = plt.subplots(
         3, 1, figsize=(10, 7), sharex=True, gridspec_kw={"height_ratios": [3, 2, 1]}
     )
-    ax1.plot(t, [r["setpoint_k"] - C_TO_K for r in rows], "k--", lw=1.2, label="setpoint")
+    ax1.plot(t, [r["setpoint_k"] - off for r in rows], "k--", lw=1.2, label="setpoint")
     ax1.plot(
         t,
-        [r["sensed_k"] - C_TO_K for r in rows],
+        [r["sensed_k"] - off for r in rows],
         color="0.7",
         lw=0.8,
         label="sensor (as the board saw it)",
     )
     ax1.plot(
-        t, [r["measurement_k"] - C_TO_K for r in rows], "C3", lw=1.5, label="measurement (plant)"
+        t, [r["measurement_k"] - off for r in rows], "C3", lw=1.5, label="measurement (plant)"
     )
-    lo = min(min(r["measurement_k"], r["setpoint_k"]) for r in rows) - C_TO_K
-    hi = max(max(r["measurement_k"], r["setpoint_k"]) for r in rows) - C_TO_K
+    lo = min(min(r["measurement_k"], r["setpoint_k"]) for r in rows) - off
+    hi = max(max(r["measurement_k"], r["setpoint_k"]) for r in rows) - off
     pad = max(1.0, 0.1 * (hi - lo))
     ax1.set_ylim(lo - pad, hi + pad)
-    ax1.set_ylabel("%s [°C]" % result.scenario["sensors"][0]["output"].replace("_k", ""))
+    ax1.set_ylabel(
+        "%s [%s]"
+        % (result.scenario["sensors"][0]["output"].replace("_k", ""), "°C" if u == "c" else "K")
+    )
     ax1.legend(loc="best", fontsize=8)
     ax1.grid(alpha=0.3)
     for a in result.scenario["actuators"]:

@@ -31,8 +31,8 @@ CRITERIA = {
     "no_fault": "no fault is latched during the run",
     "fault_latched": "the named fault is latched by before_s (default: the end)",
     "actuator_safe_at_end": "actuator channel equals its safe value at the end",
-    "measurement_between": "loop's measurement stays within [min_c, max_c] between after_s "
-    "and before_s",
+    "measurement_between": "loop's measurement stays within [min_c, max_c] (or [min_k, max_k] "
+    "for a temperature difference) between after_s and before_s",
     "actuator_below": "actuator channel stays at or below max between after_s and before_s",
 }
 
@@ -159,14 +159,20 @@ def check(raw, where="scenario"):
     sc["setpoints"] = []
     for k, s in enumerate(raw.get("setpoints", [])):
         w = "%s [[setpoints]] #%d" % (where, k + 1)
+        if "value_k" in s:  # a temperature difference (superheat) or an absolute K value
+            value_k = _need(s, "value_k", float, w)
+        else:
+            value_k = _need(s, "value_c", float, w) + C_TO_K
         sc["setpoints"].append(
             {
                 "t_s": _need(s, "t_s", float, w),
                 "loop": _need(s, "loop", int, w, 0, required=False),
-                "value_k": _need(s, "value_c", float, w) + C_TO_K,
+                "value_k": value_k,
             }
         )
     sc["setpoints"].sort(key=lambda s: s["t_s"])
+    # reports show degC for temperatures, K when the setpoints are temperature differences
+    sc["celsius"] = not any("value_k" in s for s in raw.get("setpoints", []))
     sc["faults"] = []
     for k, f in enumerate(raw.get("faults", [])):
         w = "%s [[faults]] #%d" % (where, k + 1)
@@ -209,7 +215,7 @@ def check(raw, where="scenario"):
             "settles": ("within_s", "band_k"),
             "overshoot_max": ("max_k",),
             "fault_latched": ("fault",),
-            "measurement_between": ("min_c", "max_c"),
+            "measurement_between": ("min_k", "max_k") if "min_k" in crit else ("min_c", "max_c"),
             "actuator_below": ("max",),
         }.get(kind, ())
         for key in required:

@@ -94,3 +94,10 @@ def test_unknown_scenario_file_is_one_line_error():
 def test_every_bundled_scenario_loads():
     for path in sorted(resources.scenarios_dir().glob("*.toml")):
         scenario.load(path)
+
+
+def test_superheat_loop_on_the_r290_heat_pump(tmp_path):
+    res, summary = hil_run("heatpump_superheat", tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    header = (tmp_path / "heatpump_superheat" / "rows.csv").read_text().splitlines()[0]
+    assert header.startswith("t_s,setpoint_k,measurement_k")  # a difference: K, not degC
