@@ -6,6 +6,7 @@ rig then advances the plant by one tick. Against the virtual board this runs muc
 real time; against a real board (``realtime=True``) the rig paces itself by the wall clock.
 """
 
+import bisect
 import math
 import os
 import time
@@ -32,12 +33,12 @@ def profile_value(profile, t_s):
     t, v = profile["t_s"], profile["values"]
     if t_s <= t[0]:
         return v[0]
-    for k in range(1, len(t)):
-        if t_s <= t[k]:
-            span = t[k] - t[k - 1]
-            a = 0.0 if span == 0 else (t_s - t[k - 1]) / span
-            return v[k - 1] + a * (v[k] - v[k - 1])
-    return v[-1]
+    k = bisect.bisect_left(t, t_s)
+    if k >= len(t):
+        return v[-1]
+    span = t[k] - t[k - 1]
+    a = 0.0 if span == 0 else (t_s - t[k - 1]) / span
+    return v[k - 1] + a * (v[k] - v[k - 1])
 
 
 def make_sensor(cfg, seed):

@@ -57,6 +57,24 @@ def _need(table, key, kind, where, default=None, required=True):
     return v
 
 
+def _stored_profile(pr, where):
+    from .profiles import PROFILES, load_profile
+
+    name = _need(pr, "file", str, where)
+    if name not in PROFILES:
+        raise ScenarioError(
+            "%s: file = %r; expected one of: %s" % (where, name, ", ".join(PROFILES))
+        )
+    t, columns = load_profile(name)
+    column = _need(pr, "column", str, where)
+    if column not in columns:
+        raise ScenarioError(
+            "%s: column = %r is not in profile %s; it has: %s"
+            % (where, column, name, ", ".join(columns))
+        )
+    return list(t), list(columns[column])
+
+
 def load(path):
     """Read and check a scenario file; returns a dict with defaults filled in."""
     path = pathlib.Path(path)
@@ -111,17 +129,21 @@ def check(raw, where="scenario"):
     sc["profile"] = []
     for k, pr in enumerate(raw.get("profile", [])):
         w = "%s [[profile]] #%d" % (where, k + 1)
-        t = pr.get("t_s")
-        v = pr.get("values")
+        if "file" in pr:  # a stored profile: hil/profiles/NAME.csv, one of its columns
+            t, v = _stored_profile(pr, w)
+        else:
+            t = pr.get("t_s")
+            v = pr.get("values")
         if not (isinstance(t, list) and isinstance(v, list) and len(t) == len(v) and t):
             raise ScenarioError("%s: t_s and values must be lists of the same length" % w)
         if any(b < a for a, b in zip(t, t[1:], strict=False)):
             raise ScenarioError("%s: t_s must not decrease" % w)
+        scale = _need(pr, "scale", float, w, 1.0, required=False)
         sc["profile"].append(
             {
-                "input": _need(pr, "input", str, w),
+                "input": _need(pr, "input", str, w, pr.get("column"), required="file" not in pr),
                 "t_s": [float(x) for x in t],
-                "values": [float(x) for x in v],
+                "values": [float(x) * scale for x in v],
             }
         )
     sc["sensors"] = []

@@ -101,3 +101,18 @@ def test_superheat_loop_on_the_r290_heat_pump(tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr
     header = (tmp_path / "heatpump_superheat" / "rows.csv").read_text().splitlines()[0]
     assert header.startswith("t_s,setpoint_k,measurement_k")  # a difference: K, not degC
+
+
+def test_chip_cooler_under_a_stored_gpu_power_trace(tmp_path):
+    res, summary = hil_run("chip_gpu_trace", tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert len(summary["criteria"]) == 4 and summary["passed"]
+
+
+def test_stored_profile_with_unknown_column_is_refused(tmp_path):
+    path = resources.scenarios_dir() / "chip_gpu_trace.toml"
+    text = path.read_text().replace('column = "chip_power_w"', 'column = "watts"')
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text)
+    with pytest.raises(scenario.ScenarioError, match="column = 'watts' is not in profile"):
+        scenario.load(bad)
