@@ -7,7 +7,8 @@ STAMP := $(VENV)/.thermopilot-installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 NATIVE := $(wildcard firmware/native/*.c firmware/native/*.h) host/native_build.py
 
-.PHONY: demo test setup system-packages bench bench-protocol bench-control bench-plants lint clean
+.PHONY: demo test setup system-packages bench bench-protocol bench-control bench-plants \
+	bench-firmware lint clean
 
 demo: setup
 	@$(VENV)/bin/thermopilot hil run hil/scenarios/battery_hold.toml
@@ -36,7 +37,7 @@ system-packages:
 	  $(SUDO) apt-get install -y -q gcc-arm-none-eabi gcc-riscv64-unknown-elf valgrind >/dev/null; \
 	fi
 
-bench: bench-protocol bench-control bench-plants
+bench: bench-protocol bench-control bench-plants bench-firmware
 
 bench-protocol: setup
 	@$(PY) benchmarks/bench_protocol.py
@@ -46,6 +47,9 @@ bench-control: setup system-packages
 
 bench-plants: setup
 	@$(PY) benchmarks/bench_plants.py
+
+bench-firmware: setup
+	@$(PY) benchmarks/bench_firmware.py
 
 lint: setup
 	@$(VENV)/bin/ruff check .
