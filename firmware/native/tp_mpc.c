@@ -368,7 +368,7 @@ tp_mpc_status_t tp_mpc_solve(tp_mpc_t *m, const tp_float *x0, const tp_float *u_
                 tp_float vh = alpha * vi + (1.0f - alpha) * m->zv[a]; /* over-relaxation */
                 tp_float zn = clampf(vh + m->yv[a], m->du_min[i], m->du_max[i]);
                 rp = maxf(rp, absf(vi - zn));
-                rd = maxf(rd, m->rho_v[i] * absf(zn - m->zv[a]));
+                rd = maxf(rd, absf(zn - m->zv[a]));
                 m->yv[a] += vh - zn;
                 m->zv[a] = zn;
                 zmax = maxf(zmax, absf(zn));
@@ -396,7 +396,7 @@ tp_mpc_status_t tp_mpc_solve(tp_mpc_t *m, const tp_float *x0, const tp_float *u_
                     zn = clampf(w, m->u_min[i - ny], m->u_max[i - ny]);
                 }
                 rp = maxf(rp, absf(g[i] - zn));
-                rd = maxf(rd, m->rho_g[i] * absf(zn - m->zg[a]));
+                rd = maxf(rd, absf(zn - m->zg[a]));
                 m->yg[a] += gh - zn;
                 m->zg[a] = zn;
                 zmax = maxf(zmax, absf(zn));

@@ -15,8 +15,9 @@
  * rows of G, folded into the cache as S + diag(rho_v) and Qa + G' diag(rho_g) G): LQR
  * primal step with the cached
  * Kinf, Pinf, Quu_inv, AmBKt = (Aa - Ba Kinf)'; over-relaxation (alpha, as OSQP);
- * projection / soft-limit prox; dual update. Residuals are max-norms; a step ends early
- * when primal < tol_primal * max(1, |z|) and dual < tol_dual * max(1, |z|) (max-norms).
+ * projection / soft-limit prox; dual update. A step ends early when |Gx - z| <
+ * tol_primal * max(1, |z|) and |z - z_prev| < tol_dual * max(1, |z|) (max-norms; the dual
+ * residual rho (z - z_prev) divided by each row's rho, as the rows' penalties differ).
  *
  * Everything heavy comes from the host as one versioned blob (see tp_mpc_load).
  */

@@ -238,7 +238,7 @@ class MPCPy:
                 e = abs(vi - zn)
                 if e > rp:
                     rp = e
-                e = rho_v[i] * abs(zn - zv[a])
+                e = abs(zn - zv[a])
                 if e > rd:
                     rd = e
                 yv[a] += vh - zn
@@ -278,7 +278,7 @@ class MPCPy:
                 e = abs(g[i] - zn)
                 if e > rp:
                     rp = e
-                e = rho_g[i] * abs(zn - zg[a])
+                e = abs(zn - zg[a])
                 if e > rd:
                     rd = e
                 yg[a] += gh - zn
