@@ -223,7 +223,7 @@ class MPCPy:
         )
         du_min, du_max, u_min, u_max = self.du_min, self.du_max, self.u_min, self.u_max
         y_min, y_max, w_lin, w_quad = self.y_min, self.y_max, self.w_lin, self.w_quad
-        rho_v, rho_g = self.rho_v, self.rho_g
+        rho_g = self.rho_g
         alpha = self.alpha
         beta = 1.0 - alpha
         rp = 0.0
