@@ -63,6 +63,7 @@ _BLOB_ERRORS = {
     int(lib.TP_MPC_BLOB_BAD_VERSION): "unsupported version",
     int(lib.TP_MPC_BLOB_BAD_DIMS): "dimensions exceed the C core's limits",
     int(lib.TP_MPC_BLOB_BAD_CRC): "CRC mismatch (corrupted)",
+    int(lib.TP_MPC_BLOB_BAD_MODEL): "augmented model is not [[A, B], [0, I]], [B; I]",
 }
 
 

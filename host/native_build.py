@@ -51,7 +51,8 @@ typedef enum {
 } tp_mpc_status_t;
 typedef enum {
     TP_MPC_BLOB_OK = 0, TP_MPC_BLOB_BAD_LENGTH = 1, TP_MPC_BLOB_BAD_MAGIC = 2,
-    TP_MPC_BLOB_BAD_VERSION = 3, TP_MPC_BLOB_BAD_DIMS = 4, TP_MPC_BLOB_BAD_CRC = 5
+    TP_MPC_BLOB_BAD_VERSION = 3, TP_MPC_BLOB_BAD_DIMS = 4, TP_MPC_BLOB_BAD_CRC = 5,
+    TP_MPC_BLOB_BAD_MODEL = 6
 } tp_mpc_blob_status_t;
 typedef struct {
     int32_t nx, nu, nd, ny, nxa, ng, n, loaded;

@@ -283,4 +283,17 @@ def test_corrupted_blob_is_refused_by_host_and_c():
         4, "little"
     )
     assert lib.tp_mpc_load(m, bytes(big), len(big)) == lib.TP_MPC_BLOB_BAD_DIMS
+    # the solver relies on Aa = [[A, B], [0, I]]: a blob breaking it is refused
+    info = mpc_unpack(bytes(blob))
+    nu = info["nu"]
+    off = 20 + 4 * (nu + info["ny"] + nu)  # header, rho_v, rho_g, then Aa row-major
+    last = off + 4 * (info["nxa"] * info["nxa"] - 1)  # Aa[-1, -1], must be 1.0
+    odd = bytearray(blob)
+    odd[last : last + 4] = np.float32(0.5).tobytes()
+    odd[16:20] = (zlib.crc32(bytes(odd[20:]), zlib.crc32(bytes(odd[:16]))) & 0xFFFFFFFF).to_bytes(
+        4, "little"
+    )
+    assert lib.tp_mpc_load(m, bytes(odd), len(odd)) == lib.TP_MPC_BLOB_BAD_MODEL
+    with pytest.raises(ValueError, match="augmented model"):
+        MPC(bytes(odd))
     assert lib.tp_mpc_load(m, bytes(blob), len(blob)) == lib.TP_MPC_BLOB_OK

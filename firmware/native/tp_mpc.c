@@ -2,6 +2,11 @@
 #include "tp_mpc.h"
 
 /* no C library: the core builds freestanding (isfinite, memset, memmove written out) */
+#if defined(__GNUC__)
+#define TP_RESTRICT __restrict__
+#else
+#define TP_RESTRICT restrict
+#endif
 #define TP_ISFINITE(x) ((x) - (x) == 0.0f)
 
 static void zero(tp_float *a, int32_t count)
@@ -53,6 +58,28 @@ static int32_t payload_floats(int32_t nx, int32_t nu, int32_t nd, int32_t ny)
     int32_t nxa = nx + nu;
     return 2 * nu + ny + 5 * nxa * nxa + nxa * nu + nx * nd + nu * nxa + 2 * nu * nu + ny * nx +
            4 * nu + 4 * ny + 4;
+}
+
+/* the solver relies on Aa = [[A, B], [0, I]] and Ba = [B; I] (rate-limit augmentation) */
+static int augmented_structure(const tp_mpc_t *m)
+{
+    int32_t i, j, nx = m->nx, nu = m->nu, nxa = m->nxa;
+    for (i = 0; i < nxa; i++) {
+        for (j = 0; j < nu; j++) {
+            tp_float want = (i < nx) ? m->A[i * nxa + nx + j] : (tp_float)(i - nx == j);
+            if (m->B[i * nu + j] != want) {
+                return 0;
+            }
+        }
+    }
+    for (i = nx; i < nxa; i++) {
+        for (j = 0; j < nxa; j++) {
+            if (m->A[i * nxa + j] != (tp_float)(i == j)) {
+                return 0;
+            }
+        }
+    }
+    return 1;
 }
 
 void tp_mpc_reset(tp_mpc_t *m)
@@ -136,6 +163,9 @@ tp_mpc_blob_status_t tp_mpc_load(tp_mpc_t *m, const uint8_t *blob, size_t len)
     b = rd_floats(b, &m->tol_primal, 1);
     b = rd_floats(b, &m->tol_dual, 1);
     (void)rd_floats(b, &m->alpha, 1);
+    if (!augmented_structure(m)) {
+        return TP_MPC_BLOB_BAD_MODEL;
+    }
     tp_mpc_reset(m);
     m->iterations = 0;
     m->status = TP_MPC_SOLVED;
@@ -186,10 +216,14 @@ static void gt_dual(const tp_mpc_t *m, const tp_float *base, const tp_float *yg,
 {
     int32_t i, j;
     const tp_float *rho = m->rho_g;
+    tp_float diff[TP_MPC_NY_MAX];
+    for (i = 0; i < m->ny; i++) {
+        diff[i] = rho[i] * (yg[i] - zg[i]);
+    }
     for (j = 0; j < m->nx; j++) {
         tp_float s = 0.0f;
         for (i = 0; i < m->ny; i++) {
-            s += m->C[i * m->nx + j] * (rho[i] * (yg[i] - zg[i]));
+            s += m->C[i * m->nx + j] * diff[i];
         }
         out[j] = base[j] + s;
     }
@@ -213,6 +247,10 @@ tp_mpc_status_t tp_mpc_solve(tp_mpc_t *m, const tp_float *x0, const tp_float *u_
     int32_t i, j, k, it;
     tp_float alpha = m->alpha;
     tp_float t[TP_MPC_NXA_MAX], r[TP_MPC_NU_MAX], g[TP_MPC_NG_MAX], xr[TP_MPC_NXA_MAX];
+    tp_float w[TP_MPC_NU_MAX];
+    const tp_float *TP_RESTRICT Ab = m->A, *TP_RESTRICT Kg = m->K, *TP_RESTRICT AmBKt = m->AmBKt;
+    const tp_float *TP_RESTRICT Quu_inv = m->Quu_inv, *TP_RESTRICT Pc = m->Pc;
+    const tp_float *TP_RESTRICT c = m->c, *TP_RESTRICT rho_v = m->rho_v;
     int infeasible = 0;
 
     if (!m->loaded) {
@@ -301,60 +339,72 @@ tp_mpc_status_t tp_mpc_solve(tp_mpc_t *m, const tp_float *x0, const tp_float *u_
         /* backward pass on the linear terms only (the gains are cached) */
         gt_dual(m, m->pref, &m->yg[(n - 1) * ng], &m->zg[(n - 1) * ng], &m->p[n * nxa]);
         for (k = n - 1; k >= 0; k--) {
-            const tp_float *pk1 = &m->p[(k + 1) * nxa];
+            const tp_float *TP_RESTRICT pk1 = &m->p[(k + 1) * nxa];
+            const tp_float *TP_RESTRICT yvk = &m->yv[k * nu];
+            const tp_float *TP_RESTRICT zvk = &m->zv[k * nu];
+            tp_float *TP_RESTRICT dk = &m->dff[k * nu];
             for (i = 0; i < nxa; i++) {
-                t[i] = pk1[i] + m->Pc[i];
+                t[i] = pk1[i] + Pc[i];
             }
+            /* g = r + Ba' t with Ba = [B; I] */
             for (i = 0; i < nu; i++) {
-                tp_float s = m->rho_v[i] * (m->yv[k * nu + i] - m->zv[k * nu + i]);
+                tp_float s = rho_v[i] * (yvk[i] - zvk[i]);
                 r[i] = s;
-                for (j = 0; j < nxa; j++) {
-                    s += m->B[j * nu + i] * t[j];
+                s += t[nx + i];
+                for (j = 0; j < nx; j++) {
+                    s += Ab[j * nxa + nx + i] * t[j];
                 }
-                g[i] = s; /* r + Ba' t */
+                g[i] = s;
             }
             for (i = 0; i < nu; i++) {
+                const tp_float *TP_RESTRICT qi = &Quu_inv[i * nu];
                 tp_float s = 0.0f;
                 for (j = 0; j < nu; j++) {
-                    s += m->Quu_inv[i * nu + j] * g[j];
+                    s += qi[j] * g[j];
                 }
-                m->dff[k * nu + i] = s;
+                dk[i] = s;
             }
             if (k >= 1) {
-                tp_float *pk = &m->p[k * nxa];
+                tp_float *TP_RESTRICT pk = &m->p[k * nxa];
                 gt_dual(m, m->qref, &m->yg[(k - 1) * ng], &m->zg[(k - 1) * ng], pk);
                 for (i = 0; i < nxa; i++) {
+                    const tp_float *TP_RESTRICT ai = &AmBKt[i * nxa];
                     tp_float s = 0.0f;
                     for (j = 0; j < nxa; j++) {
-                        s += m->AmBKt[i * nxa + j] * t[j];
+                        s += ai[j] * t[j];
                     }
                     for (j = 0; j < nu; j++) {
-                        s -= m->K[j * nxa + i] * r[j];
+                        s -= Kg[j * nxa + i] * r[j];
                     }
                     pk[i] += s;
                 }
             }
         }
 
-        /* forward rollout with the cached gain */
+        /* forward rollout with the cached gain; Aa = [[A, B], [0, I]], Ba = [B; I] */
         for (k = 0; k < n; k++) {
-            const tp_float *xk = &m->x[k * nxa];
-            tp_float *xk1 = &m->x[(k + 1) * nxa];
-            tp_float *vk = &m->v[k * nu];
+            const tp_float *TP_RESTRICT xk = &m->x[k * nxa];
+            tp_float *TP_RESTRICT xk1 = &m->x[(k + 1) * nxa];
+            tp_float *TP_RESTRICT vk = &m->v[k * nu];
+            const tp_float *TP_RESTRICT dk = &m->dff[k * nu];
             for (i = 0; i < nu; i++) {
-                tp_float s = -m->dff[k * nu + i];
+                const tp_float *TP_RESTRICT ki = &Kg[i * nxa];
+                tp_float s = -dk[i];
                 for (j = 0; j < nxa; j++) {
-                    s -= m->K[i * nxa + j] * xk[j];
+                    s -= ki[j] * xk[j];
                 }
                 vk[i] = s;
+                w[i] = xk[nx + i] + s; /* the input applied at step k */
+                xk1[nx + i] = w[i];
             }
-            for (i = 0; i < nxa; i++) {
-                tp_float s = m->c[i];
-                for (j = 0; j < nxa; j++) {
-                    s += m->A[i * nxa + j] * xk[j];
+            for (i = 0; i < nx; i++) {
+                const tp_float *TP_RESTRICT ai = &Ab[i * nxa];
+                tp_float s = c[i];
+                for (j = 0; j < nx; j++) {
+                    s += ai[j] * xk[j];
                 }
                 for (j = 0; j < nu; j++) {
-                    s += m->B[i * nu + j] * vk[j];
+                    s += ai[nx + j] * w[j];
                 }
                 xk1[i] = s;
             }

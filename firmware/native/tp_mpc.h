@@ -46,7 +46,8 @@ typedef enum {
     TP_MPC_BLOB_BAD_MAGIC = 2,
     TP_MPC_BLOB_BAD_VERSION = 3,
     TP_MPC_BLOB_BAD_DIMS = 4,
-    TP_MPC_BLOB_BAD_CRC = 5
+    TP_MPC_BLOB_BAD_CRC = 5,
+    TP_MPC_BLOB_BAD_MODEL = 6 /* Aa, Ba not of the form [[A, B], [0, I]], [B; I] */
 } tp_mpc_blob_status_t;
 
 typedef struct {
