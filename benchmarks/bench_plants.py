@@ -12,6 +12,7 @@ import time
 import CoolProp
 import CoolProp.CoolProp as CP
 import numpy as np
+
 from thermopilot.hil.plants import make_plant
 from thermopilot.hil.plants.props import FluidTable
 

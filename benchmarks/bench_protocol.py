@@ -26,8 +26,18 @@ USB_FS_BPS = 1_000_000  # USB full-speed CDC, payload bytes per second (about)
 UART_BPS = 115200 / 10  # 8N1: 10 bits per byte
 MICROPYTHON = os.path.join(os.path.dirname(sys.executable), "micropython")
 
-TLM = dict(loop=0, mode=2, t_ms=123456, setpoint=303.15, measurement=303.4, output=0.42,
-           p=0.031, i=0.38, d=0.0, faults=0)
+TLM = dict(
+    loop=0,
+    mode=2,
+    t_ms=123456,
+    setpoint=303.15,
+    measurement=303.4,
+    output=0.42,
+    p=0.031,
+    i=0.38,
+    d=0.0,
+    faults=0,
+)
 
 
 def best_of(fn, repeat=5):
@@ -50,8 +60,14 @@ def host_numbers(n):
     s = struct.Struct(msg.format)
     vals = [TLM[k] for k, _, _ in msg.fields]
     fast_s = best_of(lambda: [encode_frame(k & 0xFF, msg.id, s.pack(*vals)) for k in range(n)])
-    return {"frame_bytes": len(frame), "n": n, "decode_s": dec_s, "encode_s": enc_s,
-            "encode_struct_s": fast_s, "stream_bytes": len(stream)}
+    return {
+        "frame_bytes": len(frame),
+        "n": n,
+        "decode_s": dec_s,
+        "encode_s": enc_s,
+        "encode_struct_s": fast_s,
+        "stream_bytes": len(stream),
+    }
 
 
 FW_SCRIPT = r"""
@@ -111,8 +127,12 @@ for name, fn in (("decode_framing", decode_framing), ("decode_codec", decode_cod
 def firmware_numbers(n):
     frame = pack("TELEMETRY", 1, **TLM)
     script = FW_SCRIPT % {"fw": str(resources.firmware_dir()), "frame": frame.hex(), "n": n}
-    res = subprocess.run([MICROPYTHON, "-X", "heapsize=110K", "-c", script],
-                         capture_output=True, text=True, timeout=600)
+    res = subprocess.run(
+        [MICROPYTHON, "-X", "heapsize=110K", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if res.returncode:
         raise SystemExit("MicroPython run failed: " + res.stdout + res.stderr)
     out = {}
@@ -144,40 +164,60 @@ def main():
     totals = check_corrupted_streams(n_corr, rng, pool=frame_pool(4000, rng))
     corr_s = time.perf_counter() - t
 
-    print("machine: %s, %s, Python %s" % (platform.machine(), platform.processor() or "?",
-                                          platform.python_version()))
+    print(
+        "machine: %s, %s, Python %s"
+        % (platform.machine(), platform.processor() or "?", platform.python_version())
+    )
     print()
     print("### Host, TELEMETRY frames (%d bytes on the wire)" % fb)
     print()
-    print("| path | frames/s | MB/s | vs USB FS (%.0f frames/s) | vs 115200 UART (%.0f frames/s) |"
-          % (usb_fps, uart_fps))
+    print(
+        "| path | frames/s | MB/s | vs USB FS (%.0f frames/s) | vs 115200 UART (%.0f frames/s) |"
+        % (usb_fps, uart_fps)
+    )
     print("|---|---|---|---|---|")
-    for name, fps in (("decode (StreamDecoder.feed)", dec_fps),
-                      ("encode (pack, construct build)", enc_fps),
-                      ("encode (struct + encode_frame)", enc2_fps)):
-        print("| %s | %.0f | %.2f | %.2fx | %.0fx |"
-              % (name, fps, fps * fb / 1e6, fps / usb_fps, fps / uart_fps))
+    for name, fps in (
+        ("decode (StreamDecoder.feed)", dec_fps),
+        ("encode (pack, construct build)", enc_fps),
+        ("encode (struct + encode_frame)", enc2_fps),
+    ):
+        print(
+            "| %s | %.0f | %.2f | %.2fx | %.0fx |"
+            % (name, fps, fps * fb / 1e6, fps / usb_fps, fps / uart_fps)
+        )
     print()
     print("### Firmware on the MicroPython VM (unix port, x64, -X heapsize=110K)")
     print()
     print("| step, one TELEMETRY frame | us/frame | bytes allocated/frame |")
     print("|---|---|---|")
-    labels = {"decode_framing": "decode: feed_byte x %d (COBS, CRC-32, checks)" % fb,
-              "decode_codec": "decode: struct.unpack_from (generated format)",
-              "encode_codec": "encode: struct.pack_into (generated format)",
-              "encode_framing": "encode: Link.send (CRC-32, COBS, write)"}
+    labels = {
+        "decode_framing": "decode: feed_byte x %d (COBS, CRC-32, checks)" % fb,
+        "decode_codec": "decode: struct.unpack_from (generated format)",
+        "encode_codec": "encode: struct.pack_into (generated format)",
+        "encode_framing": "encode: Link.send (CRC-32, COBS, write)",
+    }
     for k, label in labels.items():
         us, alloc = fw[k]
         print("| %s | %.1f | %.0f |" % (label, us, alloc))
     print()
     print("### Corrupted frames (host StreamDecoder)")
     print()
-    print("| corrupted frames | frames in streams | accepted | false accepts | intact frames "
-          "lost (delimiter hit) | altered but content intact, accepted | seconds |")
+    print(
+        "| corrupted frames | frames in streams | accepted | false accepts | intact frames "
+        "lost (delimiter hit) | altered but content intact, accepted | seconds |"
+    )
     print("|---|---|---|---|---|---|---|")
-    print("| %d | %d | %d | 0 | %d | %d | %.0f |"
-          % (totals["corrupted"], totals["frames"], totals["accepted"], totals["intact_lost"],
-             totals["corrupted_accepted"], corr_s))
+    print(
+        "| %d | %d | %d | 0 | %d | %d | %.0f |"
+        % (
+            totals["corrupted"],
+            totals["frames"],
+            totals["accepted"],
+            totals["intact_lost"],
+            totals["corrupted_accepted"],
+            corr_s,
+        )
+    )
 
 
 if __name__ == "__main__":

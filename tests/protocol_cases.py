@@ -3,6 +3,7 @@
 import struct
 
 from hypothesis import strategies as st
+
 from thermopilot.protocol import schema
 
 _INTS = {
@@ -107,8 +108,14 @@ def corrupt_stream(frames, rate, rng):
 # -- the corrupted-stream check shared by the test and the benchmark -------------------------
 
 #: messages that carry a u32 the check uses as a unique id, with that field's name
-UID_FIELDS = {"TELEMETRY": "t_ms", "HIL_SENSORS": "t_ms", "HIL_ACTUATORS": "t_ms",
-              "EVENT": "t_ms", "LINK_STATS": "rx_ok", "UPLOAD_CHUNK": "offset"}
+UID_FIELDS = {
+    "TELEMETRY": "t_ms",
+    "HIL_SENSORS": "t_ms",
+    "HIL_ACTUATORS": "t_ms",
+    "EVENT": "t_ms",
+    "LINK_STATS": "rx_ok",
+    "UPLOAD_CHUNK": "offset",
+}
 
 
 def frame_pool(n, rng):
@@ -146,8 +153,9 @@ def check_corrupted_streams(n_corrupted, rng, stream_len=1000, rate=0.5, pool=No
     from thermopilot.protocol.framing import StreamDecoder
 
     frames, originals = pool or frame_pool(stream_len * 2, rng)
-    totals = dict(frames=0, corrupted=0, accepted=0, must_accept=0, corrupted_accepted=0,
-                  intact_lost=0)
+    totals = dict(
+        frames=0, corrupted=0, accepted=0, must_accept=0, corrupted_accepted=0, intact_lost=0
+    )
     while totals["corrupted"] < n_corrupted:
         start = rng.randrange(len(frames) - stream_len + 1)
         idx = range(start, start + stream_len)

@@ -22,8 +22,12 @@ def result():
 
 def test_noise_reached_the_board(result):
     st = result.stats
-    rejected = (st["board_rx_bad_crc"] + st["board_rx_bad_cobs"] + st["board_rx_bad_len"]
-                + st["board_rx_overflow"])
+    rejected = (
+        st["board_rx_bad_crc"]
+        + st["board_rx_bad_cobs"]
+        + st["board_rx_bad_len"]
+        + st["board_rx_overflow"]
+    )
     assert rejected > 50, st
     # every request starts with a delimiter, so noise between frames costs no retry at all
     assert st["host_timeouts"] == 0
@@ -32,8 +36,11 @@ def test_noise_reached_the_board(result):
 def test_loop_meets_its_criteria_through_the_noise(result):
     failed = [v for v in result.verdicts if not v["passed"]]
     assert not failed, failed
-    assert {v["criterion"] for v in result.verdicts} == {"settles", "measurement_between",
-                                                         "no_fault"}
+    assert {v["criterion"] for v in result.verdicts} == {
+        "settles",
+        "measurement_between",
+        "no_fault",
+    }
 
 
 def test_board_ticked_every_step(result):

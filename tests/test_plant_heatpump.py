@@ -1,6 +1,7 @@
 """R290 heat pump: charge, energy balance, phase consistency, steady state, dynamics."""
 
 import pytest
+
 from thermopilot.hil.plants import R290HeatPump
 
 

@@ -5,6 +5,7 @@ import math
 import CoolProp
 import numpy as np
 import pytest
+
 from thermopilot.hil.plants.props import propane
 
 

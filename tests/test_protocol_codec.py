@@ -11,6 +11,7 @@ from construct import Float32l, Int8ul, Int16ul, Int32ul, Struct
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from protocol_cases import fields_of, message_cases, struct_payload
+
 from thermopilot.protocol import codegen, schema
 from thermopilot.protocol.framing import (
     MAX_ENCODED,
@@ -71,8 +72,12 @@ def test_firmware_codec_matches_schema():
         assert fw["SIZE_BY_ID"][m.id] == m.size
     known = {m.id for m in schema.MESSAGES}
     assert all(fw["SIZE_BY_ID"][i] == 0 for i in range(128) if i not in known)
-    for table, prefix in ((schema.ERRORS, "ERR"), (schema.FAULTS, "FAULT"),
-                          (schema.COMMANDS, "CMD"), (schema.MODES, "MODE")):
+    for table, prefix in (
+        (schema.ERRORS, "ERR"),
+        (schema.FAULTS, "FAULT"),
+        (schema.COMMANDS, "CMD"),
+        (schema.MODES, "MODE"),
+    ):
         for k, v in table.items():
             assert fw["%s_%s" % (prefix, k.upper())] == v
 
@@ -85,16 +90,27 @@ def test_schema_hash_covers_names_types_and_version(monkeypatch):
     # renaming a field or changing its type changes the text the hash is taken over
     m = schema.by_name("EVENT")
     variants = [
-        Struct("code" / Int16ul, "loop" / Int8ul, "latch" / Int8ul, "t_ms" / Int32ul,
-               "value" / Float32l),
-        Struct("code" / Int16ul, "loop" / Int8ul, "latched" / Int8ul, "t_ms" / Int32ul,
-               "value" / Int32ul),
+        Struct(
+            "code" / Int16ul,
+            "loop" / Int8ul,
+            "latch" / Int8ul,
+            "t_ms" / Int32ul,
+            "value" / Float32l,
+        ),
+        Struct(
+            "code" / Int16ul,
+            "loop" / Int8ul,
+            "latched" / Int8ul,
+            "t_ms" / Int32ul,
+            "value" / Int32ul,
+        ),
     ]
     seen = {text}
     original = list(schema.MESSAGES)
     for v in variants:
-        other = [schema.Message(m.id, m.name, m.direction, v, m.doc) if x is m else x
-                 for x in original]
+        other = [
+            schema.Message(m.id, m.name, m.direction, v, m.doc) if x is m else x for x in original
+        ]
         monkeypatch.setattr(schema, "MESSAGES", other)
         seen.add(schema.schema_text())
     assert len(seen) == 3
@@ -106,8 +122,15 @@ def test_message_table_is_consistent():
     for m in schema.MESSAGES:
         assert m.direction in ("host", "board")
         # every answer names the request it answers
-        if m.name in ("IDENTITY", "PARAM_INFO", "PARAM_VALUE", "HIL_ACTUATORS", "LINK_STATS",
-                      "ACK", "NACK"):
+        if m.name in (
+            "IDENTITY",
+            "PARAM_INFO",
+            "PARAM_VALUE",
+            "HIL_ACTUATORS",
+            "LINK_STATS",
+            "ACK",
+            "NACK",
+        ):
             assert m.fields[0][0] == "req_seq"
     assert schema.MAX_PAYLOAD == max(m.size for m in schema.MESSAGES)
     with pytest.raises(KeyError, match="TELEMETRY"):
@@ -187,8 +210,20 @@ def test_param_set_name_field_packs(fields):
 
 
 def test_nan_survives_as_nan():
-    frame = pack("TELEMETRY", 1, loop=0, mode=0, t_ms=0, setpoint=float("nan"), measurement=0,
-                 output=0, p=0, i=0, d=0, faults=0)
+    frame = pack(
+        "TELEMETRY",
+        1,
+        loop=0,
+        mode=0,
+        t_ms=0,
+        setpoint=float("nan"),
+        measurement=0,
+        output=0,
+        p=0,
+        i=0,
+        d=0,
+        faults=0,
+    )
     (out,) = StreamDecoder().feed(frame)
     assert out[2].setpoint != out[2].setpoint
 

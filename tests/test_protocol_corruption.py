@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from protocol_cases import CORRUPTIONS, check_corrupted_streams, corrupt, frame_pool
+
 from thermopilot.protocol.framing import (
     MAX_ENCODED,
     FrameError,

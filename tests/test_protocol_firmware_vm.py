@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from protocol_cases import corrupt_stream, message_cases
+
 from thermopilot.hil import resources
 from thermopilot.protocol import schema
 from thermopilot.protocol.framing import StreamDecoder, pack
@@ -25,9 +26,17 @@ class FirmwareCodec:
 
     def __init__(self):
         self.proc = subprocess.Popen(
-            [MICROPYTHON, "-X", "heapsize=" + HEAP, os.path.join(HERE, "mpy_codec_driver.py"),
-             str(resources.firmware_dir())],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                MICROPYTHON,
+                "-X",
+                "heapsize=" + HEAP,
+                os.path.join(HERE, "mpy_codec_driver.py"),
+                str(resources.firmware_dir()),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
 
     def run(self, stream):
@@ -83,30 +92,56 @@ def test_round_trip_through_firmware(fw, cases):
 
 def test_nan_and_extremes_through_firmware(fw):
     inf = float("inf")
-    frame = pack("TELEMETRY", 9, loop=255, mode=4, t_ms=0xFFFFFFFF, setpoint=float("nan"),
-                 measurement=-inf, output=inf, p=3.4028234663852886e38, i=1e-45, d=-0.0,
-                 faults=0xFFFFFFFF)
+    frame = pack(
+        "TELEMETRY",
+        9,
+        loop=255,
+        mode=4,
+        t_ms=0xFFFFFFFF,
+        setpoint=float("nan"),
+        measurement=-inf,
+        output=inf,
+        p=3.4028234663852886e38,
+        i=1e-45,
+        d=-0.0,
+        faults=0xFFFFFFFF,
+    )
     data, _ = fw.run(frame)
     ((seq, msg, c),), _ = _host_decode(data)
     assert c.setpoint != c.setpoint  # still NaN
-    assert (c.measurement, c.output, c.p, c.i) == (-inf, inf, 3.4028234663852886e38,
-                                                   1.401298464324817e-45)
+    assert (c.measurement, c.output, c.p, c.i) == (
+        -inf,
+        inf,
+        3.4028234663852886e38,
+        1.401298464324817e-45,
+    )
     assert str(c.d) == "-0.0" and c.t_ms == 0xFFFFFFFF and c.faults == 0xFFFFFFFF
 
 
 def test_firmware_decoder_on_corrupted_streams(fw):
     """A sample of the corruption test run by the board's decoder on the VM."""
     rng = random.Random(3)
-    msgs = [schema.by_name(n) for n in ("TELEMETRY", "HIL_SENSORS", "PARAM_SET", "UPLOAD_CHUNK",
-                                         "ACK", "NACK", "COMMAND")]
+    msgs = [
+        schema.by_name(n)
+        for n in (
+            "TELEMETRY",
+            "HIL_SENSORS",
+            "PARAM_SET",
+            "UPLOAD_CHUNK",
+            "ACK",
+            "NACK",
+            "COMMAND",
+        )
+    ]
     total_hit = total_ok = total_must = 0
     for _ in range(20):
         frames = []
         originals = []
         for k in range(200):
             msg = rng.choice(msgs)
-            payload = bytes(rng.randrange(256) if rng.random() < 0.7 else 0
-                            for _ in range(msg.size))
+            payload = bytes(
+                rng.randrange(256) if rng.random() < 0.7 else 0 for _ in range(msg.size)
+            )
             frames.append(pack(msg.name, k & 0xFF, **msg.struct.parse(payload)))
             originals.append(frames[-1])
         stream, hit, must = corrupt_stream(frames, 0.3, rng)
@@ -169,12 +204,17 @@ print("frames", locked(), link.rx_ok, link.tx_frames, link.rx_bad_cobs, link.rx_
 def test_firmware_framing_allocates_nothing():
     """Link.feed_byte and Link.send (COBS, CRC-32, counters) run under heap_lock on the VM:
     any allocation would raise MemoryError."""
-    frames = b"".join(pack(m.name, i, **m.struct.parse(bytes(m.size)))
-                      for i, m in enumerate(schema.MESSAGES))
+    frames = b"".join(
+        pack(m.name, i, **m.struct.parse(bytes(m.size))) for i, m in enumerate(schema.MESSAGES)
+    )
     frames += b"\x05\x01\x00" + b"\x11" * 300 + b"\x00"  # a bad COBS block and an overflow
     script = HEAP_LOCK_SCRIPT % (str(resources.firmware_dir()), frames.hex())
-    res = subprocess.run([MICROPYTHON, "-X", "heapsize=" + HEAP, "-c", script],
-                         capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        [MICROPYTHON, "-X", "heapsize=" + HEAP, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     n = len(schema.MESSAGES)
     assert res.stdout.split() == ["frames", str(n), str(n), str(n), "1", "1"]

@@ -223,8 +223,11 @@ def test_schema_mismatch_refused(tmp_path):
         codec = pathlib.Path(vb.workdir) / "lib" / "tpfw" / "codec.py"
         text = codec.read_text()
         lo = schema.SCHEMA_HASH & 0xFFFF
-        text, n = re.subn(r"SCHEMA_HASH_LO = const\(0x[0-9a-f]+\)",
-                          "SCHEMA_HASH_LO = const(0x%04x)" % (lo ^ 0x5A5A), text)
+        text, n = re.subn(
+            r"SCHEMA_HASH_LO = const\(0x[0-9a-f]+\)",
+            "SCHEMA_HASH_LO = const(0x%04x)" % (lo ^ 0x5A5A),
+            text,
+        )
         assert n == 1
         codec.write_text(text)
         vb.run_app()

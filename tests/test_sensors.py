@@ -3,6 +3,7 @@
 import math
 
 import pytest
+
 from thermopilot.hil.sensors import Sensor
 
 
