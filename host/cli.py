@@ -6,6 +6,7 @@ to do, and a non-zero exit: 1 when a HIL criterion failed, 2 for everything else
 """
 
 import argparse
+import getpass
 import csv
 import math
 import os
@@ -353,7 +354,7 @@ def cmd_flash(args):
                 "firmware file %s does not exist; download %s from micropython.org"
                 % (fw, fl.get("firmware", "the MicroPython .uf2"))
             )
-        drive = pathlib.Path(args.drive or "/media/%s/RPI-RP2" % "$USER")
+        drive = pathlib.Path(args.drive or "/media/%s/RPI-RP2" % getpass.getuser())
         if not args.dry_run and not (drive / "INFO_UF2.TXT").exists():
             raise UserError(
                 "no UF2 drive at %s: %s, then pass --drive MOUNTPOINT"

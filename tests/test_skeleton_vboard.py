@@ -146,3 +146,20 @@ def test_deploy_takes_the_console_back_from_the_running_app(tmp_path):
         assert "class PID" in (tmp_path / "lib" / "tpfw" / "pid.py").read_text()
         vb.run_app()  # what a reset does on a real board
         assert run_cli("info", "--port", vb.port).returncode == 0
+
+
+def test_flash_commands_for_real_boards(tmp_path):
+    fw = tmp_path / "ESP32_GENERIC.bin"
+    fw.write_bytes(b"\xe9" + bytes(15))
+    res = run_cli("flash", "--board", "esp32_devkitc", "--firmware", str(fw), "--port",
+                  "/dev/ttyUSB0", "--dry-run")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "esptool --chip esp32 --port /dev/ttyUSB0" in res.stdout
+    assert "write_flash -z 0x1000 " + str(fw) in res.stdout
+    uf2 = tmp_path / "RPI_PICO.uf2"
+    uf2.write_bytes(bytes(512))
+    res = run_cli("flash", "--board", "rpi_pico", "--firmware", str(uf2), "--drive",
+                  str(tmp_path / "RPI-RP2"))  # fmt: skip
+    assert res.returncode == 2 and "no UF2 drive at" in res.stderr  # not in BOOTSEL mode
+    res = run_cli("flash", "--board", "rpi_pico", "--firmware", str(tmp_path / "nope.uf2"))
+    assert res.returncode == 2 and "does not exist" in res.stderr
