@@ -6,8 +6,8 @@ to do, and a non-zero exit: 1 when a HIL criterion failed, 2 for everything else
 """
 
 import argparse
-import getpass
 import csv
+import getpass
 import math
 import os
 import pathlib
