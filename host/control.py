@@ -831,7 +831,8 @@ def mpc_qp(blob, x, u_prev, d=None, x_ref=None, u_ref=None):
 def mpc_reference_step(
     blob, x, u_prev, d=None, x_ref=None, u_ref=None, state=None, dtype=np.float32
 ):
-    """numpy float32 re-implementation of ``tp_mpc_solve`` (same order of operations).
+    """numpy re-implementation of ``tp_mpc_solve``: the same algorithm in float32 (``dtype``
+    may be set to float64 to tell rounding from algorithm in a check).
 
     ``state`` (a dict, updated in place) carries the warm start between calls; pass the
     same dict every step, or None for a cold start. Returns (u0, status, iterations).
