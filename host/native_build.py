@@ -32,7 +32,7 @@ typedef enum { TP_PID_OK = 0, TP_PID_BAD_DT = 1, TP_PID_BAD_INPUT = 2 } tp_pid_s
 typedef struct {
     tp_float kp, ki, kd, tf_s, beta, gamma, out_min, out_max, rate_max, tt_s, reverse;
     tp_float auto_mode, manual_output;
-    tp_float p, i, d, ff, v, output, y_prev, r_prev, primed;
+    tp_float p, i, d, ff, v, output, y_prev, r_prev, primed, resume;
 } tp_pid_t;
 void tp_pid_init(tp_pid_t *c, tp_float kp, tp_float ki, tp_float kd, tp_float out_min,
                  tp_float out_max);

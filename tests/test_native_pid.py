@@ -24,18 +24,25 @@ MICROPYTHON = Path(sys.executable).parent / "micropython"
 
 
 def _firmware_pid_module():
-    """Import firmware/tpfw/pid.py under CPython with a stand-in `micropython` module."""
-    if "micropython" not in sys.modules:
-        stub = types.ModuleType("micropython")
-        stub.const = lambda x: x
-        stub.native = lambda f: f
-        stub.viper = lambda f: f
-        sys.modules["micropython"] = stub
+    """Import firmware/tpfw/pid.py under CPython with a stand-in `micropython` module.
+
+    sys.modules is restored afterwards, so other tests see no trace of the stand-in.
+    """
+    names = ("micropython", "tpcore", "tpfw", "tpfw.pid")
+    saved = {k: sys.modules.pop(k, None) for k in names}
+    stub = types.ModuleType("micropython")
+    stub.const = lambda x: x
+    stub.native = stub.viper = lambda f: f
+    sys.modules["micropython"] = stub
     sys.path.insert(0, str(ROOT / "firmware"))
     try:
         import tpfw.pid as mod
     finally:
-        sys.path.pop(0)
+        sys.path.remove(str(ROOT / "firmware"))
+        for k in names:
+            sys.modules.pop(k, None)
+            if saved[k] is not None:
+                sys.modules[k] = saved[k]
     return mod
 
 
@@ -253,6 +260,20 @@ def test_bumpless_manual_to_auto(pid_cls):
     u = pid.update(25.0, y, 0.5)
     # one step of integral action (ki*e*dt ~ 0.07) and the small measurement change only
     assert abs(u - 0.7) < 0.1
+
+
+def test_bumpless_return_as_the_firmware_app_does_it(pid_cls):
+    # the app holds manual with set_auto(False, out) each tick and runs no steps in manual
+    pid = pid_cls(0.4, 0.05, 2.0, out_min=0.0, out_max=1.0, tf_s=1.0)
+    for _ in range(20):
+        pid.update(25.0, 22.0, 0.5)
+    for _ in range(100):
+        pid.set_auto(False, 0.55)  # measurement drifts by 3 K meanwhile, unseen by the PID
+    pid.set_auto(True)
+    first = pid.update(25.0, 25.0, 0.5)
+    assert first == pytest.approx(0.55, abs=1e-6)  # no P, D or I bump from the stale state
+    second = pid.update(25.0, 25.1, 0.5)
+    assert abs(second - first) < 0.3  # then ordinary control: P and filtered D only
 
 
 def test_tracking_input_pulls_the_integrator(pid_cls):

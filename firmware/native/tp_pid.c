@@ -45,6 +45,7 @@ void tp_pid_reset(tp_pid_t *c, tp_float output)
     c->y_prev = 0.0f;
     c->r_prev = 0.0f;
     c->primed = 0.0f;
+    c->resume = 0.0f;
 }
 
 void tp_pid_set_auto(tp_pid_t *c, int auto_mode, tp_float output, int has_output)
@@ -55,6 +56,9 @@ void tp_pid_set_auto(tp_pid_t *c, int auto_mode, tp_float output, int has_output
         c->i = c->output - c->p - c->d - c->ff;
     } else if (!auto_mode && c->auto_mode != 0.0f) {
         c->manual_output = c->output; /* to manual: hold the last output */
+    }
+    if (auto_mode && c->auto_mode == 0.0f) {
+        c->resume = 1.0f; /* manual -> auto: the next step starts from the held output */
     }
     c->auto_mode = auto_mode ? 1.0f : 0.0f;
 }
@@ -77,7 +81,7 @@ tp_pid_status_t tp_pid_step(tp_pid_t *c, tp_float setpoint, tp_float measurement
     e = r - y;
 
     pterm = c->kp * (c->beta * r - y);
-    if (c->primed != 0.0f) {
+    if (c->primed != 0.0f && !(c->resume != 0.0f && c->auto_mode != 0.0f)) {
         tp_float yd = y - c->gamma * r;
         tp_float yd_prev = s * c->y_prev - c->gamma * (s * c->r_prev);
         tp_float den = c->tf_s + dt_s;
@@ -85,7 +89,12 @@ tp_pid_status_t tp_pid_step(tp_pid_t *c, tp_float setpoint, tp_float measurement
     } else {
         dterm = 0.0f; /* no derivative kick on the first step */
     }
-    iterm = c->i + c->ki * e * dt_s;
+    if (c->resume != 0.0f && c->auto_mode != 0.0f) {
+        iterm = c->output - pterm - dterm - ff; /* bumpless: v equals the held output */
+        c->resume = 0.0f;
+    } else {
+        iterm = c->i + c->ki * e * dt_s;
+    }
     v = pterm + iterm + dterm + ff;
 
     if (c->auto_mode != 0.0f) {

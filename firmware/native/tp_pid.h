@@ -10,8 +10,10 @@
  *   I = I + min(dt/tt_s, 1) * (u_applied - v)   back-calculation anti-windup
  * u_applied is u, or the caller's tracking input (the actuator's real command
  * after the safety supervisor). With ki == 0 the integrator is a fixed bias.
- * In manual mode the output is manual_output and I tracks it exactly, so the
- * switch back to auto is bumpless. reverse != 0 negates r and y (a cooling
+ * In manual mode the output is manual_output and I tracks it exactly while steps run; on
+ * the first auto step after manual, I is set so that the step starts from the held output
+ * (and D restarts from 0), so the switch back to auto is bumpless even when no steps ran
+ * in manual. reverse != 0 negates r and y (a cooling
  * pump: more output lowers the measurement).
  *
  * The struct holds only floats so that a MicroPython array('f') of
@@ -46,9 +48,10 @@ typedef struct {
     tp_float output;         /* last output (after limits) */
     tp_float y_prev, r_prev; /* last measurement and setpoint (raw sign) */
     tp_float primed;         /* 0 until the first step since reset */
+    tp_float resume;         /* != 0: manual -> auto pending, the next step starts at output */
 } tp_pid_t;
 
-#define TP_PID_NFLOATS 22
+#define TP_PID_NFLOATS 23
 
 /* compile-time check: the struct is exactly TP_PID_NFLOATS floats */
 typedef char tp_pid_layout_check[(sizeof(tp_pid_t) == TP_PID_NFLOATS * sizeof(tp_float)) ? 1 : -1];

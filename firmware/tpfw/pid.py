@@ -42,7 +42,7 @@ _D = const(15)
 _FF = const(16)
 _V = const(17)
 _OUT = const(18)
-_NFLOATS = const(22)
+_NFLOATS = const(23)
 _BIG = 1e30
 
 
@@ -110,6 +110,7 @@ class PIDPy:
         self._y_prev = 0.0
         self._r_prev = 0.0
         self._primed = False
+        self._resume = False
 
     def set_auto(self, auto, output=None):
         """Switch auto/manual; `output` (if given) is where the output continues from."""
@@ -119,6 +120,8 @@ class PIDPy:
             self.i = self.output - self.p - self.d - self.ff
         elif self.auto and not auto:
             self.manual_output = self.output
+        if auto and not self.auto:
+            self._resume = True  # the next step starts from the held output
         self.auto = bool(auto)
 
     # native code: best of 6 runs on the unix VM, 163k -> 242k steps/s (floats stay boxed)
@@ -140,7 +143,8 @@ class PIDPy:
             r_prev = self._r_prev
         e = r - y
         pterm = self.kp * (self.beta * r - y)
-        if self._primed:
+        resume = self._resume and self.auto
+        if self._primed and not resume:
             den = self.tf_s + dt_s
             g = self.gamma
             dterm = (self.tf_s / den) * self.d - (self.kd / den) * (
@@ -148,7 +152,11 @@ class PIDPy:
             )
         else:
             dterm = 0.0
-        iterm = self.i + self.ki * e * dt_s
+        if resume:
+            iterm = self.output - pterm - dterm - ff  # bumpless: v equals the held output
+            self._resume = False
+        else:
+            iterm = self.i + self.ki * e * dt_s
         v = pterm + iterm + dterm + ff
         if self.auto:
             u = v
