@@ -13,7 +13,7 @@ NATIVE := $(wildcard firmware/native/*.c firmware/native/*.h) host/native_build.
 demo: setup
 	@$(VENV)/bin/thermopilot hil run hil/scenarios/battery_hold.toml
 
-test: setup system-packages
+test: setup system-packages lint
 	@$(PY) -m pytest -q
 
 setup: $(STAMP)
@@ -23,8 +23,8 @@ $(PY):
 
 $(STAMP): pyproject.toml setup.py $(NATIVE) | $(PY)
 	@echo "setting up $(VENV) (once)"
-	@$(PY) -m pip install -q --disable-pip-version-check --upgrade pip setuptools wheel cffi
-	@$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	@$(PY) -m pip install -qq --disable-pip-version-check --upgrade pip setuptools wheel cffi
+	@$(PY) -m pip install -qq --disable-pip-version-check -e '.[test]'
 	@touch $@
 
 # Cross compilers for the C core's portability check (Cortex-M0+/M33, RV32) and valgrind for
@@ -52,8 +52,8 @@ bench-firmware: setup
 	@$(PY) benchmarks/bench_firmware.py
 
 lint: setup
-	@$(VENV)/bin/ruff check .
-	@$(VENV)/bin/ruff format --check .
+	@$(VENV)/bin/ruff check --quiet .
+	@$(VENV)/bin/ruff format --check --quiet .
 
 clean:
 	rm -rf $(VENV) build *.egg-info report host/_tpcore*.so
