@@ -25,6 +25,9 @@ def _make_crc_table():
     return t
 
 
+# _crc_store and _crc_ok repeat the CRC loop on purpose: returning the 32-bit CRC from a
+# shared viper function would box it as a long int on 32-bit ports (a heap allocation per
+# frame); each of them consumes the CRC in registers instead.
 @micropython.viper
 def _crc_store(buf: ptr8, n: int, table: ptr32):
     c = int(0xFFFFFFFF)
