@@ -163,3 +163,13 @@ def test_flash_commands_for_real_boards(tmp_path):
     assert res.returncode == 2 and "no UF2 drive at" in res.stderr  # not in BOOTSEL mode
     res = run_cli("flash", "--board", "rpi_pico", "--firmware", str(tmp_path / "nope.uf2"))
     assert res.returncode == 2 and "does not exist" in res.stderr
+
+
+def test_oversized_upload_is_refused_and_the_board_keeps_running(vboard):
+    from thermopilot.protocol.link import Nack, Session
+
+    with Session(vboard.port) as s:
+        s.hello()
+        with pytest.raises(Nack, match="out_of_range"):
+            s.request("UPLOAD_BEGIN", slot=0, total_len=50_000_000, crc32=0)
+        assert s.hello().n_loops == 1

@@ -1,6 +1,7 @@
 # The ThermoPilot board application: protocol endpoint, fixed-rate scheduler, loops and the
 # supervisor. Time is either the board's clock (real time) or the simulated time carried by
 # HIL frames (lockstep); loops never read a clock themselves.
+import gc
 import math
 import select
 import struct
@@ -26,6 +27,7 @@ except ImportError:
     _C_CORE = False
 
 _NO_LOOP = const(255)
+_MAX_UPLOAD = const(16384)  # bytes: an MPC blob of the largest dimensions fits
 
 
 @micropython.viper
@@ -387,7 +389,16 @@ class App:
         rx = self.link.rx
         if msg == codec.M_UPLOAD_BEGIN:
             slot, total, crc = struct.unpack_from(codec.F_UPLOAD_BEGIN, rx, 3)
-            self.upload = [slot, total, crc, 0, bytearray(total + 4)]
+            if total > _MAX_UPLOAD:
+                self.nack(seq, msg, codec.ERR_OUT_OF_RANGE, total, 0, _MAX_UPLOAD)
+                return
+            self.upload = None
+            gc.collect()
+            try:
+                self.upload = [slot, total, crc, 0, bytearray(total + 4)]
+            except MemoryError:
+                self.nack(seq, msg, codec.ERR_FLASH_ERROR, total, 0, gc.mem_free())
+                return
             self.ack(seq, msg)
             return
         up = self.upload
@@ -480,7 +491,10 @@ class App:
                 return
             size = link.feed_byte(buf[0])
             if size >= 0:
-                self.handle(size)
+                try:
+                    self.handle(size)
+                except Exception:  # noqa: BLE001 - a bad request must never stop the loops
+                    self.nack(self.link.rx[0], self.link.rx[1], codec.ERR_BAD_VALUE)
             ready = False
             for _ in poller.ipoll(0):
                 ready = True
