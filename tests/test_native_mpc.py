@@ -7,8 +7,6 @@ Tolerances (first move u_0, inputs of order 1):
 - MicroPython (double scalars, float32 arrays) vs C, same fixed iterations: 2e-3 * (1 + max|u|).
 """
 
-import json
-import subprocess
 import sys
 import zlib
 from pathlib import Path
@@ -17,11 +15,11 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from vm_driver import run_micropython
 
 from thermopilot.host.control import MPC, mpc_precompute, mpc_reference_step, mpc_unpack
 
 ROOT = Path(__file__).resolve().parent.parent
-MICROPYTHON = Path(sys.executable).parent / "micropython"
 
 
 def random_case(seed, nx, nu, nd, ny, horizon, radius, tight, max_iter=30, tol=0.0, rho=10.0):
@@ -98,21 +96,6 @@ for blob_hex, steps in cases:
     out.append(res)
 print(json.dumps(out))
 """
-
-
-def run_micropython(driver, tmp_path, payload, heap="110K"):
-    drv = tmp_path / "driver.py"
-    drv.write_text(driver)
-    data = tmp_path / "cases.json"
-    data.write_text(json.dumps(payload))
-    proc = subprocess.run(
-        [str(MICROPYTHON), "-X", "heapsize=" + heap, str(drv), str(data), str(ROOT / "firmware")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr + proc.stdout
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 @settings(

@@ -6,8 +6,6 @@ same order); MicroPython (double on the unix VM) vs C (float32): 1e-3 of the out
 after 40 steps.
 """
 
-import json
-import subprocess
 import sys
 import types
 from pathlib import Path
@@ -16,11 +14,11 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from vm_driver import run_micropython
 
 from thermopilot.host.control import PID
 
 ROOT = Path(__file__).resolve().parent.parent
-MICROPYTHON = Path(sys.executable).parent / "micropython"
 
 
 def _firmware_pid_module():
@@ -142,21 +140,6 @@ for params, steps in cases:
     out.append([pid.update(sp, y, dt, ff) for sp, y, dt, ff in steps])
 print(json.dumps(out))
 """
-
-
-def run_micropython(driver, tmp_path, payload, heap="110K"):
-    drv = tmp_path / "driver.py"
-    drv.write_text(driver)
-    data = tmp_path / "cases.json"
-    data.write_text(json.dumps(payload))
-    proc = subprocess.run(
-        [str(MICROPYTHON), "-X", "heapsize=" + heap, str(drv), str(data), str(ROOT / "firmware")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr + proc.stdout
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 @settings(
