@@ -23,13 +23,24 @@ def _safe_boot(board):
 
 
 def start():
-    from tpfw import app, board
+    import json
 
-    b = board.load()
+    try:
+        with open("board.json") as f:
+            b = json.load(f)
+    except (OSError, ValueError) as e:
+        print("ThermoPilot: board.json unreadable (%s); application not started" % e)
+        return
     if _safe_boot(b):
         print("ThermoPilot: safe boot, application not started")
         return
-    app.main()
+    del b
+    from tpfw import app
+
+    try:
+        app.main()
+    except app.BoardError as e:
+        print("ThermoPilot: %s; application not started (fix board.json and reset)" % e)
 
 
 start()

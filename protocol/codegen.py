@@ -30,6 +30,8 @@ def generate():
         "SCHEMA_HASH_HI = const(0x%04x)" % (schema.SCHEMA_HASH >> 16),
         "SCHEMA_HASH_LO = const(0x%04x)" % (schema.SCHEMA_HASH & 0xFFFF),
         "MAX_PAYLOAD = const(%d)" % schema.MAX_PAYLOAD,
+        "# frame header: session, seq, msg_id, len; payloads are packed at HDR",
+        "HDR = const(%d)" % schema.HEADER_SIZE,
         "",
     ]
     for m in schema.MESSAGES:
@@ -38,20 +40,25 @@ def generate():
         out.append("M_%s = const(0x%02x)" % (m.name, m.id))
         out.append("F_%s = %r" % (m.name, m.format))
         out.append("S_%s = const(%d)" % (m.name, m.size))
+        if m.direction == "host":
+            # where the board reads each field of a request (offsets from the frame start),
+            # so that a handler reads one field without unpacking the whole message (a format
+            # string per field would cost ~300 bytes of RAM each on the board)
+            for fname, _, _ in m.fields:
+                out.append(
+                    "O_%s_%s = const(%d)"
+                    % (m.name, fname.upper(), schema.HEADER_SIZE + m.offsets[fname])
+                )
         out.append("")
-    sizes = [0] * 128
+    sizes = [0] * 256
     for m in schema.MESSAGES:
         sizes[m.id] = m.size
     out.append("# payload size by message id (0 = unknown id)")
     out.append("SIZE_BY_ID = %r" % bytes(sizes))
     out.append("")
-    out += _const_block("FAULT", schema.FAULTS) + [""]
-    out += _const_block("MODE", schema.MODES) + [""]
-    out += _const_block("CMD", schema.COMMANDS) + [""]
-    out += _const_block("ERR", schema.ERRORS) + [""]
-    out += _const_block("PTYPE", schema.PARAM_TYPES) + [""]
-    out += _const_block("FEATURE", schema.FEATURES)
-    return "\n".join(out) + "\n"
+    for prefix, table in schema.ENUMS.items():
+        out += _const_block(prefix, table) + [""]
+    return "\n".join(out).rstrip("\n") + "\n"
 
 
 def main(argv=None):

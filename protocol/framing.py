@@ -1,6 +1,8 @@
-"""Framing: COBS with a 0x00 delimiter around ``seq | msg_id | len | payload | crc32``.
+"""Framing: COBS with a 0x00 delimiter around ``session | seq | msg_id | len | payload | crc32``.
 
-The CRC-32 (zlib's, little-endian on the wire) covers the header and the payload. A receiver
+The session byte names the host program a frame belongs to (chosen at HELLO; 0 marks the
+board's broadcasts: telemetry, events, log text). The CRC-32 (zlib's, little-endian on the
+wire) covers the header and the payload. A receiver
 that meets any corruption drops bytes up to the next 0x00 and resynchronises there, so one bad
 byte costs at most the frame it hit. The same layout is implemented on the board by
 ``firmware/tpfw/link.py``.
@@ -11,9 +13,10 @@ import zlib
 
 from construct import ConstructError
 
-from .schema import MAX_PAYLOAD, by_id, by_name
+from .schema import HEADER_SIZE, MAX_PAYLOAD, by_id, by_name
 
-HEADER = struct.Struct("<BBB")
+HEADER = struct.Struct("<BBBB")
+assert HEADER.size == HEADER_SIZE
 CRC = struct.Struct("<I")
 #: largest unencoded frame: header, payload, CRC
 MAX_FRAME = HEADER.size + MAX_PAYLOAD + CRC.size
@@ -72,14 +75,14 @@ def cobs_decode(data):
     return bytes(out)
 
 
-def encode_frame(seq, msg_id, payload):
+def encode_frame(seq, msg_id, payload, session=0):
     """One complete frame on the wire: COBS(header + payload + CRC-32) + b'\\x00'."""
-    body = HEADER.pack(seq & 0xFF, msg_id, len(payload)) + payload
+    body = HEADER.pack(session & 0xFF, seq & 0xFF, msg_id, len(payload)) + payload
     return cobs_encode(body + CRC.pack(zlib.crc32(body) & 0xFFFFFFFF)) + b"\x00"
 
 
 def decode_frame(block):
-    """Check one COBS block (delimiter removed); return (seq, message, payload bytes).
+    """Check one COBS block (delimiter removed); return (session, seq, message, payload).
 
     Raises FrameError on a bad COBS block, CRC, length or unknown message id.
     """
@@ -89,7 +92,7 @@ def decode_frame(block):
     body, (crc,) = raw[:-4], CRC.unpack(raw[-4:])
     if zlib.crc32(body) & 0xFFFFFFFF != crc:
         raise FrameError("bad_crc", "CRC mismatch")
-    seq, msg_id, length = HEADER.unpack_from(body)
+    session, seq, msg_id, length = HEADER.unpack_from(body)
     payload = body[HEADER.size :]
     if length != len(payload):
         raise FrameError(
@@ -102,17 +105,17 @@ def decode_frame(block):
         raise FrameError(
             "bad_len", "%s payload is %d bytes, expected %d" % (msg.name, length, msg.size)
         )
-    return seq, msg, payload
+    return session, seq, msg, payload
 
 
-def pack(name, seq, /, **fields):
+def pack(name, seq, /, session=0, **fields):
     """Encode message ``name`` with ``fields`` into a wire frame (construct does the payload)."""
     msg = by_name(name)
     try:
         payload = msg.struct.build(fields)
     except ConstructError as exc:
         raise ValueError("cannot encode %s %r: %s" % (name, fields, exc)) from None
-    return encode_frame(seq, msg.id, payload)
+    return encode_frame(seq, msg.id, payload, session)
 
 
 class StreamDecoder:
@@ -131,7 +134,7 @@ class StreamDecoder:
         )
 
     def feed(self, data):
-        """Consume ``data``; return a list of (seq, Message, construct Container)."""
+        """Consume ``data``; return a list of (session, seq, Message, construct Container)."""
         out = []
         start = 0
         while True:
@@ -160,7 +163,7 @@ class StreamDecoder:
 
     def _take(self, block):
         try:
-            seq, msg, payload = decode_frame(block)
+            session, seq, msg, payload = decode_frame(block)
         except FrameError as exc:
             self.stats[exc.kind] += 1
             return None
@@ -169,4 +172,4 @@ class StreamDecoder:
             # a repeated seq is the board re-sending a cached answer, not a gap (as on the board)
             self.stats["dropped"] += (seq - self._last_seq - 1) & 0xFF
         self._last_seq = seq
-        return seq, msg, msg.parse(payload)
+        return session, seq, msg, msg.parse(payload)

@@ -1,7 +1,10 @@
 """The host end of a ThermoPilot link: requests with answers and retries over a serial port.
 
-A reader thread decodes every frame the board sends. Answers (messages with a ``req_seq``
-field) wake the request that waits for them; telemetry, events and log text go to queues
+A reader thread decodes every frame the board sends. Each Session picks a random session
+byte (1..255) that its HELLO opens on the board and every request carries; the board answers
+with the same byte, so two programs sharing one board (a HIL run and a monitor) never take
+each other's answers. Answers (messages with a ``req_seq`` field) for this session wake the
+request that waits for them; broadcasts (session 0: telemetry, events, log text) go to queues
 that the caller drains. ``stats()`` reports both sides' link counters.
 """
 
@@ -26,17 +29,33 @@ class LinkTimeout(LinkError):
     pass
 
 
+#: NACK.other when no other parameter is involved
+NO_OTHER = 0xFFFF
+
+
 class Nack(LinkError):
-    """The board refused a request; ``code`` (name), ``value``, ``min``, ``max`` say why."""
+    """The board refused a request; ``code`` (name), ``value``, ``min``, ``max`` and
+    ``other`` (index of a conflicting parameter, or None) say why."""
 
     def __init__(self, request, answer):
         self.code = ERROR_NAMES.get(answer.code, "error %d" % answer.code)
         self.value, self.min, self.max = answer.value, answer.min, answer.max
+        self.other = None if answer.other == NO_OTHER else answer.other
+        self.request = request
         self.answer = answer
-        msg = "board refused %s: %s" % (request, self.code)
-        if self.code == "out_of_range":
+        super().__init__(self.describe())
+
+    def describe(self, param_names=None):
+        """One sentence; ``param_names`` (index -> name) names a conflicting parameter."""
+        msg = "board refused %s: %s" % (self.request, self.code.replace("_", " "))
+        if self.code in ("out_of_range", "conflict", "time_jump", "bad_loop", "upload_order"):
             msg += " (%g not in [%g, %g])" % (self.value, self.min, self.max)
-        super().__init__(msg)
+        elif self.code in ("bad_value", "unknown_message", "bad_command"):
+            msg += " (%g)" % self.value
+        if self.other is not None:
+            other = (param_names or {}).get(self.other, "parameter #%d" % self.other)
+            msg += "; the limit comes from %s" % other
+        return msg
 
 
 class SchemaMismatch(LinkError):
@@ -56,7 +75,9 @@ class Session:
         How many times a request is re-sent (same sequence number) before giving up.
     """
 
-    def __init__(self, port, baudrate=115200, timeout_s=0.5, retries=3, serial_port=None):
+    def __init__(
+        self, port, baudrate=115200, timeout_s=0.5, retries=3, serial_port=None, session=None
+    ):
         self.port = port
         self.timeout_s = timeout_s
         self.retries = retries
@@ -71,14 +92,16 @@ class Session:
                     "ports; thermopilot vboard prints the virtual board's)." % (port, exc)
                 ) from None
         self.decoder = StreamDecoder()
-        self._seq = random.randrange(256)  # a new session never repeats the last one's seq
+        self._seq = random.randrange(256)
+        #: this program's session byte; the board answers it only to frames that carry it
+        self.session = random.randrange(1, 256) if session is None else session
         self._cond = threading.Condition()
         self._answers = {}
         self.telemetry = collections.deque(maxlen=100000)
         self.events = collections.deque(maxlen=10000)
         self.logs = collections.deque(maxlen=1000)
         self.on_frame = None
-        self.host_stats = {"requests": 0, "retries": 0, "timeouts": 0}
+        self.host_stats = {"requests": 0, "retries": 0, "timeouts": 0, "other_session": 0}
         self._stop = False
         self._tx_lock = threading.Lock()
         self._reader = threading.Thread(target=self._read_loop, daemon=True)
@@ -105,10 +128,13 @@ class Session:
                 continue
             if not data:
                 continue
-            for _seq, msg, c in self.decoder.feed(data):
+            for sess, _seq, msg, c in self.decoder.feed(data):
                 if self.on_frame is not None:
                     self.on_frame(msg, c)
                 if "req_seq" in c:
+                    if sess != self.session:
+                        self.host_stats["other_session"] += 1
+                        continue
                     with self._cond:
                         self._answers[c.req_seq] = (msg, c)
                         self._cond.notify_all()
@@ -138,7 +164,7 @@ class Session:
         with self._tx_lock:
             self._seq = (self._seq + 1) & 0xFF
             seq = self._seq
-            self.ser.write(pack(msg_name, seq, **fields))
+            self.ser.write(pack(msg_name, seq, session=self.session, **fields))
         return seq
 
     def request(self, msg_name, /, expect=("ACK",), **fields):
@@ -153,7 +179,7 @@ class Session:
             seq = self._seq
         # a leading delimiter ends any noise the board holds, so noise between frames never
         # costs the request a timeout (one byte per request)
-        frame = b"\x00" + pack(name, seq, **fields)
+        frame = b"\x00" + pack(name, seq, session=self.session, **fields)
         self.host_stats["requests"] += 1
         for attempt in range(self.retries + 1):
             if attempt:
@@ -186,7 +212,8 @@ class Session:
     # -- operations -------------------------------------------------------------------------
 
     def hello(self, check_schema=True):
-        """Identify the board; refuse one built from another schema."""
+        """Open this session on the board and identify it; refuse a board built from another
+        schema."""
         ident = self.request("HELLO", expect=("IDENTITY",), proto_version=schema.PROTOCOL_VERSION)
         if check_schema and (
             ident.schema_hash != schema.SCHEMA_HASH
@@ -226,6 +253,9 @@ class Session:
             "rx_overflow",
             "rx_duplicate",
             "tx_frames",
+            "hil_rejected",
+            "handler_errors",
+            "events_lost",
         ):
             out["board_" + k] = getattr(b, k)
         return out
@@ -247,9 +277,75 @@ class Session:
         ).value
 
     def command(self, command, loop=0, value=0.0):
+        """Send COMMAND ``command`` (a name of schema.COMMANDS); fault_reset answers with
+        FAULT_STATUS (what stays latched because its cause is still there), others with ACK."""
+        expect = ("FAULT_STATUS",) if command == "fault_reset" else ("ACK",)
         return self.request(
-            "COMMAND", loop=loop, command=schema.COMMANDS[command], value=float(value)
+            "COMMAND",
+            expect=expect,
+            loop=loop,
+            command=schema.COMMANDS[command],
+            value=float(value),
         )
+
+    def fault_reset(self):
+        """Clear every latched fault whose cause is gone; returns the FAULT_STATUS answer."""
+        return self.command("fault_reset")
+
+    def fault_status(self):
+        return self.request("FAULT_STATUS_REQ", expect=("FAULT_STATUS",), flags=0)
+
+    def faults(self):
+        """Latched or present faults: list of dicts with name, latched, present, loop, t_s,
+        value, count."""
+        st = self.fault_status()
+        names = {v: k for k, v in schema.FAULTS.items()}
+        out = []
+        for bit in range(32):
+            if not ((st.latched | st.present) >> bit) & 1:
+                continue
+            f = self.request("FAULT_INFO_REQ", expect=("FAULT_INFO",), bit=bit)
+            out.append(
+                {
+                    "name": names.get(bit, "bit%d" % bit),
+                    "bit": bit,
+                    "latched": bool(f.latched),
+                    "present": bool(f.present),
+                    "trip": bool((st.trip >> bit) & 1),
+                    "loop": f.loop,
+                    "t_s": f.t_ms / 1000.0,
+                    "value": f.value,
+                    "count": f.count,
+                }
+            )
+        return out
+
+    def loops(self):
+        """Every loop's description: list of dicts with name, controller, quantity,
+        out_quantity, out_min, out_max, resolution and fields [(name, quantity)]."""
+        qnames = {v: k for k, v in schema.QUANTITIES.items()}
+        first = self.request("LOOP_INFO_REQ", expect=("LOOP_INFO",), loop=0)
+        out = []
+        for k in range(first.count):
+            li = first if k == 0 else self.request("LOOP_INFO_REQ", expect=("LOOP_INFO",), loop=k)
+            fields = []
+            for j in range(li.n_fields):
+                fi = self.request("FIELD_INFO_REQ", expect=("FIELD_INFO",), loop=k, index=j)
+                fields.append((_text(fi.name), qnames.get(fi.quantity, "none")))
+            out.append(
+                {
+                    "loop": k,
+                    "name": _text(li.name),
+                    "controller": _text(li.controller),
+                    "quantity": qnames.get(li.quantity, "none"),
+                    "out_quantity": qnames.get(li.out_quantity, "none"),
+                    "out_min": li.out_min,
+                    "out_max": li.out_max,
+                    "resolution": li.resolution,
+                    "fields": fields,
+                }
+            )
+        return out
 
     def upload(self, slot, data, progress=None):
         """Upload ``data`` (bytes, e.g. an MPC model blob) to ``slot`` in 48-byte chunks.
@@ -291,10 +387,12 @@ def _text(raw):
 
 def _param_row(c):
     types = {v: k for k, v in schema.PARAM_TYPES.items()}
+    qnames = {v: k for k, v in schema.QUANTITIES.items()}
     return {
         "index": c.index,
         "name": _text(c.name),
         "unit": _text(c.unit),
+        "quantity": qnames.get(c.quantity, "none"),
         "type": types.get(c.type, "?"),
         "min": c.min,
         "max": c.max,

@@ -24,7 +24,7 @@ from construct import (
     Struct,
 )
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 #: construct field type -> (struct format character(s), name used in the schema hash)
 _FORMATS = {
@@ -36,7 +36,8 @@ _FORMATS = {
     id(Float32l): ("f", "f32"),
 }
 
-# Fault bits (telemetry ``faults``, actuator frame ``faults``) and event codes share numbers.
+# Fault bits (telemetry ``faults``, actuator frame ``faults``) and event codes 0..31 share
+# numbers. docs/protocol.md lists each with its detection and latency.
 FAULTS = {
     "sensor_open": 0,
     "sensor_short": 1,
@@ -46,7 +47,43 @@ FAULTS = {
     "stale_setpoint": 5,
     "params_corrupt": 6,
     "loop_overrun": 7,
+    "sensor_stuck": 8,
+    "sensor_rate": 9,
+    "sensor_drift": 10,
+    "control_ineffective": 11,
+    "actuator_feedback": 12,
+    "internal": 13,
+    "low_superheat": 14,
+    "lop": 15,
+    "mop": 16,
+    "high_condensing": 17,
+    "charge_loss": 18,
+    "thermal_runaway": 19,
+    "cooling_lost": 20,
+    "pump_failure": 21,
+    "coolant_leak": 22,
+    "dryout": 23,
+    "junction_over_temperature": 24,
+    "over_pressure": 25,
 }
+
+# Event codes from 32 up: notices (EVENT.kind = notice or warning), never latched.
+NOTICES = {
+    "c_core_missing": 32,
+    "controller_fallback": 33,
+    "params_refused": 34,
+    "protector_active": 35,
+    "runaway_warning": 36,
+    "derate_request": 37,
+    "power_cap": 38,
+    "hil_started": 39,
+    "hil_stopped": 40,
+    "setpoint_adapted": 41,
+    "sensor_degraded": 42,
+}
+
+# EVENT.kind values.
+EVENT_KINDS = {"cleared": 0, "latched": 1, "notice": 2, "warning": 3}
 
 # Loop modes (telemetry ``mode``; command values for ``mode``).
 MODES = {"off": 0, "manual": 1, "auto": 2, "autotune": 3, "safe": 4}
@@ -58,6 +95,8 @@ COMMANDS = {
     "fault_reset": 3,
     "setpoint": 4,
     "release_console": 5,
+    "hil_start": 6,
+    "hil_stop": 7,
 }
 
 # NACK.code values.
@@ -73,13 +112,54 @@ ERRORS = {
     "upload_crc": 9,
     "upload_order": 10,
     "faulted": 11,
+    "internal": 12,
+    "time_jump": 13,
+    "conflict": 14,
+    "not_hil": 15,
 }
 
 # PARAM_INFO.type values.
 PARAM_TYPES = {"f32": 0, "i32": 1, "bool": 2}
 
+# What a value measures (LOOP_INFO, FIELD_INFO, PARAM_INFO ``quantity``); values travel in SI:
+# temperature in K, a temperature difference in K, pressure in Pa, fraction 0..1, speed in
+# rev/s, flow in L/min, concentration in ppm. The host shows them in the user's units.
+QUANTITIES = {
+    "none": 0,
+    "temperature": 1,
+    "temperature_difference": 2,
+    "pressure": 3,
+    "fraction": 4,
+    "steps": 5,
+    "speed": 6,
+    "power": 7,
+    "current": 8,
+    "flow": 9,
+    "rate": 10,
+    "time": 11,
+    "gain": 12,
+    "voltage": 13,
+    "concentration": 14,
+    "state": 15,
+    "count": 16,
+    "energy": 17,
+}
+
 # Feature flags in IDENTITY.features.
 FEATURES = {"c_core": 0, "hil": 1, "flash_params": 2}
+
+#: every enumeration the board and the host must agree on; all of them enter the schema hash
+ENUMS = {
+    "FAULT": FAULTS,
+    "NOTICE": NOTICES,
+    "EVENT": EVENT_KINDS,
+    "MODE": MODES,
+    "CMD": COMMANDS,
+    "ERR": ERRORS,
+    "PTYPE": PARAM_TYPES,
+    "Q": QUANTITIES,
+    "FEATURE": FEATURES,
+}
 
 _NAME = Bytes(16)  # NUL-padded ASCII
 
@@ -101,6 +181,12 @@ class Message:
         # parse() reads the payload with one precomputed struct: construct's own parse costs
         # ~80 us per telemetry frame, too slow for a saturated USB full-speed link
         self._unpack_from = _struct.Struct(self.format).unpack_from
+        #: byte offset of each field inside the payload (the firmware codec's O_ constants)
+        self.offsets = {}
+        at = 0
+        for fname, fmt, _ in self.fields:
+            self.offsets[fname] = at
+            at += _struct.calcsize("<" + fmt)
         self._layout = []  # (field name, index of its first value, array length or 0)
         k = 0
         for fname, fmt, _ in self.fields:
@@ -141,14 +227,14 @@ MESSAGES = [
         0x01,
         "HELLO",
         "host",
-        "Ask the board who it is; answered by IDENTITY.",
+        "Open a session (the frame's session byte) and ask the board who it is; IDENTITY.",
         "proto_version" / Int8ul,
     ),
     _m(
         0x02,
         "IDENTITY",
         "board",
-        "Firmware, board, schema hash, features.",
+        "Firmware, board, schema hash, features, sizes.",
         "req_seq" / Int8ul,
         "proto_version" / Int8ul,
         "fw_version" / _NAME,
@@ -158,14 +244,62 @@ MESSAGES = [
         "n_loops" / Int8ul,
         "n_params" / Int16ul,
         "tick_hz" / Float32l,
+        "n_sensors" / Int8ul,
+        "n_actuators" / Int8ul,
+        "max_jump_ms" / Int32ul,
+    ),
+    _m(
+        0x03,
+        "LOOP_INFO_REQ",
+        "host",
+        "Describe loop number loop; answered by LOOP_INFO.",
+        "loop" / Int8ul,
+    ),
+    _m(
+        0x04,
+        "LOOP_INFO",
+        "board",
+        "A loop: name, controller, what its setpoint and output measure, its extra fields.",
+        "req_seq" / Int8ul,
+        "loop" / Int8ul,
+        "count" / Int8ul,
+        "name" / Bytes(8),
+        "controller" / Bytes(12),
+        "quantity" / Int8ul,
+        "out_quantity" / Int8ul,
+        "out_min" / Float32l,
+        "out_max" / Float32l,
+        "resolution" / Float32l,
+        "n_fields" / Int8ul,
+    ),
+    _m(
+        0x05,
+        "FIELD_INFO_REQ",
+        "host",
+        "Describe extra telemetry field index of loop; answered by FIELD_INFO.",
+        "loop" / Int8ul,
+        "index" / Int8ul,
+    ),
+    _m(
+        0x06,
+        "FIELD_INFO",
+        "board",
+        "Name and quantity of one extra telemetry field of a loop.",
+        "req_seq" / Int8ul,
+        "loop" / Int8ul,
+        "index" / Int8ul,
+        "count" / Int8ul,
+        "name" / Bytes(12),
+        "quantity" / Int8ul,
     ),
     _m(
         0x10,
         "TELEMETRY",
         "board",
-        "One loop's state, streamed at its stream rate.",
+        "One loop's state, streamed at its stream rate; fields as FIELD_INFO describes.",
         "loop" / Int8ul,
         "mode" / Int8ul,
+        "state" / Int8ul,
         "t_ms" / Int32ul,
         "setpoint" / Float32l,
         "measurement" / Float32l,
@@ -174,19 +308,59 @@ MESSAGES = [
         "i" / Float32l,
         "d" / Float32l,
         "faults" / Int32ul,
+        "fields" / Array(8, Float32l),
     ),
     _m(
         0x11,
         "EVENT",
         "board",
-        "A fault latched or cleared, or a notable change.",
+        "A fault latched or cleared, a warning or a notice (code: FAULTS or NOTICES).",
         "code" / Int16ul,
         "loop" / Int8ul,
-        "latched" / Int8ul,
+        "kind" / Int8ul,
         "t_ms" / Int32ul,
         "value" / Float32l,
     ),
     _m(0x12, "LOG", "board", "Text from the board.", "level" / Int8ul, "text" / Bytes(60)),
+    _m(
+        0x13,
+        "FAULT_STATUS_REQ",
+        "host",
+        "Ask which faults are latched and which causes are present; FAULT_STATUS.",
+        "flags" / Int8ul,
+    ),
+    _m(
+        0x14,
+        "FAULT_STATUS",
+        "board",
+        "Latched faults, faults whose cause is present now, and the board's time.",
+        "req_seq" / Int8ul,
+        "latched" / Int32ul,
+        "present" / Int32ul,
+        "trip" / Int32ul,
+        "t_ms" / Int32ul,
+    ),
+    _m(
+        0x15,
+        "FAULT_INFO_REQ",
+        "host",
+        "Describe fault bit; answered by FAULT_INFO.",
+        "bit" / Int8ul,
+    ),
+    _m(
+        0x16,
+        "FAULT_INFO",
+        "board",
+        "One fault: latched, present, first latch time, loop, value, times latched.",
+        "req_seq" / Int8ul,
+        "bit" / Int8ul,
+        "latched" / Int8ul,
+        "present" / Int8ul,
+        "loop" / Int8ul,
+        "t_ms" / Int32ul,
+        "value" / Float32l,
+        "count" / Int16ul,
+    ),
     _m(
         0x20,
         "PARAM_INFO_REQ",
@@ -198,13 +372,14 @@ MESSAGES = [
         0x21,
         "PARAM_INFO",
         "board",
-        "Name, type, unit, range, default and value of a parameter.",
+        "Name, type, unit, quantity, range, default and value of a parameter.",
         "req_seq" / Int8ul,
         "index" / Int16ul,
         "count" / Int16ul,
         "name" / _NAME,
         "unit" / Bytes(8),
         "type" / Int8ul,
+        "quantity" / Int8ul,
         "min" / Float32l,
         "max" / Float32l,
         "default" / Float32l,
@@ -239,7 +414,7 @@ MESSAGES = [
         0x25,
         "PARAM_SAVE",
         "host",
-        "Save all parameters to flash atomically; ACK or NACK.",
+        "Save all parameters to flash atomically; ACK (code 1: unchanged, not written).",
         "flags" / Int8ul,
     ),
     _m(
@@ -253,7 +428,7 @@ MESSAGES = [
         0x30,
         "COMMAND",
         "host",
-        "Mode, manual output, setpoint, fault reset, console release.",
+        "Mode, manual output, setpoint, fault reset, console release, HIL start/stop.",
         "loop" / Int8ul,
         "command" / Int8ul,
         "value" / Float32l,
@@ -270,27 +445,27 @@ MESSAGES = [
         0x40,
         "HIL_SENSORS",
         "host",
-        "Lockstep: simulated time and sensor values.",
+        "Lockstep: simulated time and raw sensor signals (ADC fraction, volts or SI).",
         "t_ms" / Int32ul,
         "valid" / Int16ul,
-        "values" / Array(8, Float32l),
+        "values" / Array(16, Float32l),
     ),
     _m(
         0x41,
         "HIL_ACTUATORS",
         "board",
-        "Lockstep answer: actuator outputs at t_ms.",
+        "Lockstep answer: actuator outputs at t_ms, in each actuator's unit.",
         "req_seq" / Int8ul,
         "t_ms" / Int32ul,
         "ticks" / Int16ul,
         "faults" / Int32ul,
-        "outputs" / Array(4, Float32l),
+        "outputs" / Array(8, Float32l),
     ),
     _m(
         0x50,
         "UPLOAD_BEGIN",
         "host",
-        "Start a chunked upload to a slot (e.g. an MPC model).",
+        "Start a chunked upload to a slot 0..7 (e.g. an MPC model).",
         "slot" / Int8ul,
         "total_len" / Int32ul,
         "crc32" / Int32ul,
@@ -327,6 +502,9 @@ MESSAGES = [
         "rx_overflow" / Int32ul,
         "rx_duplicate" / Int32ul,
         "tx_frames" / Int32ul,
+        "hil_rejected" / Int32ul,
+        "handler_errors" / Int32ul,
+        "events_lost" / Int32ul,
     ),
     _m(
         0x7E,
@@ -341,22 +519,27 @@ MESSAGES = [
         0x7F,
         "NACK",
         "board",
-        "A request failed: error code, offending value and allowed range.",
+        "A request failed: error code, offending value, allowed range, conflicting parameter.",
         "req_seq" / Int8ul,
         "req_msg" / Int8ul,
         "code" / Int8ul,
         "value" / Float32l,
         "min" / Float32l,
         "max" / Float32l,
+        "other" / Int16ul,
     ),
 ]
 
 _BY_ID = {m.id: m for m in MESSAGES}
 _BY_NAME = {m.name: m for m in MESSAGES}
 assert len(_BY_ID) == len(MESSAGES) and len(_BY_NAME) == len(MESSAGES)
-#: the largest payload; frames carry it plus a 3-byte header and a 4-byte CRC
+#: the largest payload; frames carry it plus a 4-byte header and a 4-byte CRC
 MAX_PAYLOAD = max(m.size for m in MESSAGES)
 assert MAX_PAYLOAD <= 255
+#: frame header: session, seq, msg_id, len
+HEADER_SIZE = 4
+#: a broadcast frame (telemetry, events, log text) carries session 0; hosts use 1..255
+BROADCAST_SESSION = 0
 
 
 def by_id(msg_id):
@@ -373,11 +556,18 @@ def by_name(name):
 
 
 def schema_text():
-    """The canonical text the schema hash is computed from."""
+    """The canonical text the schema hash is computed from: every message's id, name, field
+    names and types, then every enumeration's names and numbers (a renumbered fault, mode,
+    command or error code changes the hash)."""
     parts = []
     for m in sorted(MESSAGES, key=lambda m: m.id):
         fields = " ".join("%s %s" % (t, n) for n, _, t in m.fields)
         parts.append("%d %s " % (m.id, m.name) + fields)
+    for prefix in sorted(ENUMS):
+        table = ENUMS[prefix]
+        parts.append(
+            "enum %s " % prefix + " ".join("%s=%d" % (k, table[k]) for k in sorted(table))
+        )
     return "\n".join(parts)
 
 

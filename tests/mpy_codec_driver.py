@@ -4,6 +4,8 @@
 # Each stdin line is the hex of a byte stream; the answer line is
 #   <hex of re-encoded frames or -> <ok> <bad_crc> <bad_cobs> <bad_len> <overflow> <dropped>
 # after feeding the stream byte by byte to one Link (its counters carry over between lines).
+# As the board application does, a frame whose id is unknown or whose length differs from the
+# codec's counts as bad_len; every accepted frame is answered in its own session.
 import struct
 import sys
 from binascii import hexlify, unhexlify
@@ -33,15 +35,16 @@ while True:
         if n < 0:
             continue
         rx = link.rx
-        msg_id = rx[1]
-        if msg_id not in FORMATS:
-            out.append(b"?")
+        msg_id = rx[2]
+        if msg_id not in FORMATS or FORMATS[msg_id][1] != n:
+            link.rx_ok -= 1
+            link.rx_bad_len += 1
             continue
         fmt, size = FORMATS[msg_id]
-        values = struct.unpack_from(fmt, rx, 3)
-        struct.pack_into(fmt, link.tx, 3, *values)
-        link.tx_seq = rx[0]  # echo the sequence number so the host can check it
-        link.send(msg_id, size)
+        values = struct.unpack_from(fmt, rx, codec.HDR)
+        struct.pack_into(fmt, link.tx, codec.HDR, *values)
+        link.tx_seq = rx[1]  # echo the sequence number so the host can check it
+        link.answer(msg_id, size)
     data = b"".join(out)
     print(
         hexlify(data).decode() if data else "-",

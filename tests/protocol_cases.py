@@ -137,8 +137,9 @@ def frame_pool(n, rng):
             if all(v == v for v in flat(msg, c) if isinstance(v, float)):
                 break
         seq = rng.randrange(256)
-        frames.append(encode_frame(seq, msg.id, payload))
-        originals.append((seq, msg, c))
+        session = rng.randrange(256)
+        frames.append(encode_frame(seq, msg.id, payload, session))
+        originals.append((session, seq, msg, c))
     return frames, originals
 
 
@@ -168,10 +169,10 @@ def check_corrupted_streams(n_corrupted, rng, stream_len=1000, rate=0.5, pool=No
             got += dec.feed(stream[pos : pos + step])
             pos += step
         seen = set()
-        for seq, msg, c in got:
+        for session, seq, msg, c in got:
             uid = c[UID_FIELDS[msg.name]] if msg.name in UID_FIELDS else None
             assert uid in idx and uid not in seen, "accepted a frame that was never sent"
-            assert (seq, msg, c) == originals[uid], "accepted a corrupted frame"
+            assert (session, seq, msg, c) == originals[uid], "accepted a corrupted frame"
             seen.add(uid)
             if hit[uid - start]:
                 totals["corrupted_accepted"] += 1  # e.g. an inserted 0x00 before a whole frame

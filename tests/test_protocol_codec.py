@@ -1,5 +1,6 @@
 """The schema, its generated firmware codec, host framing round trips and the schema hash."""
 
+import pathlib
 import re
 import struct
 import sys
@@ -85,8 +86,13 @@ def test_firmware_codec_matches_schema():
 def test_schema_hash_covers_names_types_and_version(monkeypatch):
     text = schema.schema_text()
     assert schema.SCHEMA_HASH == zlib.crc32(("v%d\n" % schema.PROTOCOL_VERSION + text).encode())
-    assert "16 TELEMETRY u8 loop u8 mode u32 t_ms f32 setpoint" in text
-    assert "f32[8] values" in text and "char[16] name" in text
+    assert "16 TELEMETRY u8 loop u8 mode u8 state u32 t_ms f32 setpoint" in text
+    assert "f32[16] values" in text and "char[16] name" in text
+    # the enumerations are in it too: a renumbered fault is a different schema
+    assert "enum FAULT " in text and "host_lost=4" in text
+    monkeypatch.setitem(schema.FAULTS, "host_lost", 30)
+    assert schema.schema_text() != text
+    monkeypatch.setitem(schema.FAULTS, "host_lost", 4)
     # renaming a field or changing its type changes the text the hash is taken over
     m = schema.by_name("EVENT")
     variants = [
@@ -150,18 +156,18 @@ def test_construct_and_struct_agree(case):
         assert parsed[name] == fields[name]
 
 
-@given(message_cases(), st.integers(0, 255))
-def test_frame_round_trip(case, seq):
+@given(message_cases(), st.integers(0, 255), st.integers(0, 255))
+def test_frame_round_trip(case, seq, session):
     msg, fields = case
-    frame = pack(msg.name, seq, **fields)
+    frame = pack(msg.name, seq, session=session, **fields)
     assert frame.endswith(b"\x00") and b"\x00" not in frame[:-1]
     assert len(frame) - 1 <= MAX_ENCODED
-    got_seq, got_msg, payload = decode_frame(frame[:-1])
-    assert (got_seq, got_msg, payload) == (seq, msg, msg.struct.build(fields))
+    got = decode_frame(frame[:-1])
+    assert got == (session, seq, msg, msg.struct.build(fields))
     dec = StreamDecoder()
     (out,) = dec.feed(frame)
-    assert out[0] == seq and out[1] is msg
-    assert all(out[2][name] == fields[name] for name, _, _ in msg.fields)
+    assert out[0] == session and out[1] == seq and out[2] is msg
+    assert all(out[3][name] == fields[name] for name, _, _ in msg.fields)
 
 
 @given(st.binary(max_size=1200))
@@ -187,8 +193,8 @@ def test_cobs_known_vectors():
 
 
 def test_frame_layout():
-    body = bytes([7, 0x7E, 3, 9, 0x7E, 0])
-    frame = encode_frame(7, 0x7E, bytes([9, 0x7E, 0]))
+    body = bytes([5, 7, 0x7E, 3, 9, 0x7E, 0])
+    frame = encode_frame(7, 0x7E, bytes([9, 0x7E, 0]), session=5)
     raw = cobs_decode(frame[:-1])
     assert raw[:-4] == body
     assert raw[-4:] == struct.pack("<I", zlib.crc32(body))
@@ -206,7 +212,7 @@ def test_pack_refuses_bad_values():
 def test_param_set_name_field_packs(fields):
     # PARAM_GET/SET carry a field called "name": it must not clash with pack's arguments
     frame = pack("PARAM_SET", 1, **fields)
-    assert decode_frame(frame[:-1])[2] == schema.by_name("PARAM_SET").struct.build(fields)
+    assert decode_frame(frame[:-1])[3] == schema.by_name("PARAM_SET").struct.build(fields)
 
 
 def test_nan_survives_as_nan():
@@ -215,6 +221,7 @@ def test_nan_survives_as_nan():
         1,
         loop=0,
         mode=0,
+        state=0,
         t_ms=0,
         setpoint=float("nan"),
         measurement=0,
@@ -223,9 +230,10 @@ def test_nan_survives_as_nan():
         i=0,
         d=0,
         faults=0,
+        fields=[0.0] * 8,
     )
     (out,) = StreamDecoder().feed(frame)
-    assert out[2].setpoint != out[2].setpoint
+    assert out[3].setpoint != out[3].setpoint
 
 
 def test_frame_error_kinds():
@@ -236,12 +244,25 @@ def test_frame_error_kinds():
         "bad_len": cobs_encode(b"\x01\x02"),
         "bad_crc": cobs_encode(bytes(raw[:-1]) + bytes([raw[-1] ^ 1])),
     }
-    body = bytes([1, 0x7D, 0])
+    body = bytes([0, 1, 0x7D, 0])
     cases["unknown"] = cobs_encode(body + struct.pack("<I", zlib.crc32(body)))
-    body = bytes([1, 0x7E, 2, 1, 2])  # ACK with a 2-byte payload, length field agrees
+    body = bytes([0, 1, 0x7E, 2, 1, 2])  # ACK with a 2-byte payload, length field agrees
     cases["bad_len "] = cobs_encode(body + struct.pack("<I", zlib.crc32(body)))
     for kind, block in cases.items():
         with pytest.raises(FrameError) as err:
             decode_frame(block)
         assert err.value.kind == kind.strip()
     assert re.search("expected 3", str(err.value))
+
+
+def test_protocol_doc_matches_the_schema():
+    """docs/protocol.md names the current schema hash and lists every message with its size,
+    fields, and every error code."""
+    doc = (pathlib.Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_text()
+    assert "schema hash `0x%08x`" % schema.SCHEMA_HASH in doc
+    for m in schema.MESSAGES:
+        fields = ", ".join("%s:%s" % (n, t) for n, _, t in m.fields)
+        row = "| 0x%02X | %s | %s | %d | %s |" % (m.id, m.name, m.direction, m.size, fields)
+        assert row in doc, "docs/protocol.md lacks or misstates " + m.name
+    for name, code in schema.ERRORS.items():
+        assert "| %d | %s |" % (code, name) in doc

@@ -64,7 +64,7 @@ def test_corruption_of_delimiter_loses_at_most_the_next_frame():
     c = pack("ACK", 3, req_seq=3, req_msg=2, code=0)
     dec = StreamDecoder()
     got = dec.feed(a[:-1] + b"\x7f" + b + c)
-    assert [g[0] for g in got] == [3]
+    assert [g[1] for g in got] == [3]
     assert dec.stats["ok"] == 1 and dec.stats["bad_crc"] + dec.stats["bad_cobs"] == 1
 
 
@@ -81,7 +81,7 @@ def test_random_bytes_never_raise(data, cuts):
     assert dec.stats["ok"] == 0
     good = pack("ACK", 9, req_seq=9, req_msg=1, code=0)
     out = dec.feed(b"\x00" + good)
-    assert [(s, m.name) for s, m, _ in out] == [(9, "ACK")]
+    assert [(s, m.name) for _, s, m, _ in out] == [(9, "ACK")]
 
 
 @settings(max_examples=500)
@@ -103,12 +103,12 @@ def test_blocks_with_a_valid_crc_but_wrong_content(body):
     # past the CRC only the length and id checks stand between a block and the application
     block = cobs_encode(body + struct.pack("<I", zlib.crc32(body)))
     try:
-        seq, msg, payload = decode_frame(block)
+        session, seq, msg, payload = decode_frame(block)
     except FrameError as exc:
         assert exc.kind in ("bad_len", "unknown")
         return
-    assert len(body) == 3 + msg.size and body[1] == msg.id and body[2] == msg.size
-    assert payload == body[3:] and seq == body[0]
+    assert len(body) == 4 + msg.size and body[2] == msg.id and body[3] == msg.size
+    assert payload == body[4:] and seq == body[1] and session == body[0]
 
 
 def test_overflow_then_recovery():

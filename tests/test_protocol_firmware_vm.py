@@ -19,6 +19,8 @@ from thermopilot.protocol.framing import StreamDecoder, pack
 HERE = os.path.dirname(os.path.abspath(__file__))
 MICROPYTHON = os.path.join(os.path.dirname(sys.executable), "micropython")
 HEAP = "110K"  # no more than the smallest target board's free heap
+# the round-trip driver holds whole hex streams (tens of KB) in memory besides the codec
+DRIVER_HEAP = "512K"
 
 
 class FirmwareCodec:
@@ -29,7 +31,7 @@ class FirmwareCodec:
             [
                 MICROPYTHON,
                 "-X",
-                "heapsize=" + HEAP,
+                "heapsize=" + DRIVER_HEAP,
                 os.path.join(HERE, "mpy_codec_driver.py"),
                 str(resources.firmware_dir()),
             ],
@@ -84,7 +86,7 @@ def test_round_trip_through_firmware(fw, cases):
         assert after[k] == before[k]
     decoded, stats = _host_decode(data)
     assert stats["ok"] == len(frames)
-    for ((msg, fields), seq), (got_seq, got_msg, c) in zip(cases, decoded, strict=True):
+    for ((msg, fields), seq), (_, got_seq, got_msg, c) in zip(cases, decoded, strict=True):
         assert (got_seq, got_msg) == (seq, msg)
         for name, _, _ in msg.fields:
             assert c[name] == fields[name], name
@@ -97,6 +99,7 @@ def test_nan_and_extremes_through_firmware(fw):
         9,
         loop=255,
         mode=4,
+        state=255,
         t_ms=0xFFFFFFFF,
         setpoint=float("nan"),
         measurement=-inf,
@@ -105,9 +108,14 @@ def test_nan_and_extremes_through_firmware(fw):
         i=1e-45,
         d=-0.0,
         faults=0xFFFFFFFF,
+        fields=[float("nan"), inf, -inf, 0.0, 1.0, -1.0, 1e-45, 3.4028234663852886e38],
     )
     data, _ = fw.run(frame)
-    ((seq, msg, c),), _ = _host_decode(data)
+    ((sess, seq, msg, c),), _ = _host_decode(data)
+    assert c.fields[0] != c.fields[0] and c.fields[1:] == [inf, -inf, 0.0, 1.0, -1.0] + [
+        1.401298464324817e-45,
+        3.4028234663852886e38,
+    ]
     assert c.setpoint != c.setpoint  # still NaN
     assert (c.measurement, c.output, c.p, c.i) == (
         -inf,
@@ -149,7 +157,7 @@ def test_firmware_decoder_on_corrupted_streams(fw):
         data, after = fw.run(stream)
         echoed = StreamDecoder().feed(data)
         # every frame the board accepted is one of the frames sent, byte for byte
-        re_encoded = [pack(m.name, s, **c) for s, m, c in echoed]
+        re_encoded = [pack(m.name, s, session=ss, **c) for ss, s, m, c in echoed]
         assert set(re_encoded) <= set(originals)
         accepted = set(re_encoded)
         total_must += sum(must)
@@ -188,7 +196,10 @@ def run():
     for b in frames:
         n = link.feed_byte(b)
         if n >= 0:
-            link.send(link.rx[1], n)
+            if link.is_retry():
+                link.resend()
+            else:
+                link.answer(link.rx[2], n)
             got += 1
     return got
 def locked():
@@ -205,8 +216,11 @@ def test_firmware_framing_allocates_nothing():
     """Link.feed_byte and Link.send (COBS, CRC-32, counters) run under heap_lock on the VM:
     any allocation would raise MemoryError."""
     frames = b"".join(
-        pack(m.name, i, **m.struct.parse(bytes(m.size))) for i, m in enumerate(schema.MESSAGES)
+        pack(m.name, i, session=1 + i % 3, **m.struct.parse(bytes(m.size)))
+        for i, m in enumerate(schema.MESSAGES)
     )
+    # a retry (the same session, seq and message again) is answered from the session's cache
+    frames += pack("ACK", 200, session=9, req_seq=0, req_msg=0, code=0) * 2
     frames += b"\x05\x01\x00" + b"\x11" * 300 + b"\x00"  # a bad COBS block and an overflow
     script = HEAP_LOCK_SCRIPT % (str(resources.firmware_dir()), frames.hex())
     res = subprocess.run(
@@ -216,5 +230,5 @@ def test_firmware_framing_allocates_nothing():
         timeout=60,
     )
     assert res.returncode == 0, res.stdout + res.stderr
-    n = len(schema.MESSAGES)
+    n = len(schema.MESSAGES) + 2
     assert res.stdout.split() == ["frames", str(n), str(n), str(n), "1", "1"]

@@ -1,539 +1,880 @@
-# The ThermoPilot board application: protocol endpoint, fixed-rate scheduler, loops and the
-# supervisor. Time is either the board's clock (real time) or the simulated time carried by
-# HIL frames (lockstep); loops never read a clock themselves.
+# The ThermoPilot board application: protocol endpoint, fixed-rate scheduler, controller
+# plug-ins and the supervisor. Time is either the board's clock (real time) or the simulated
+# time carried by HIL frames (lockstep); controllers never read a clock themselves.
+#
+# Nothing a host sends can stop the loop: input is read with a byte budget per pass so ticks,
+# host-loss detection and telemetry keep their schedule under any input rate; every request is
+# answered (unknown ids and wrong lengths with a NACK, a handler's exception with `internal`
+# and a LOG line); HIL frames that jump too far in time are refused; every interval derived
+# from a parameter is bounded.
 import gc
-import math
 import select
 import struct
 import sys
 import time
+from array import array
 
 import micropython
 from micropython import const
 
-from . import board as boardmod
-from . import codec
-from .hal import HilHal
-from .link import Link
-from .params import Params
-from .pid import PID
-from .supervisor import Supervisor
-
-try:
-    import tpcore  # noqa: F401  (the C core, present on custom board builds)
-
-    _C_CORE = True
-except ImportError:
-    _C_CORE = False
+from . import FW_VERSION, codec
+from . import pid as pidmod
+from .hal import MAX_ACTUATORS, MAX_SENSORS, HilHal, Sensing
+from .link import Link, copy_at, crc_ok, get_u16, get_u30
+from .loops import F32, controller_class, quantity
+from .params import NO_OTHER, SAVED, UNCHANGED, Params
+from .supervisor import TIME_MASK, Supervisor, elapsed
 
 _NO_LOOP = const(255)
 _MAX_UPLOAD = const(16384)  # bytes: an MPC blob of the largest dimensions fits
+_SLOTS = const(8)
+_RX_BUDGET = const(512)  # bytes read per pass of the main loop at most
+_MAX_CATCHUP = const(10)  # ticks run late in real time before the schedule skips ahead
+_HALF = const(0x1FFFFFFF)
+_LOG_ERROR = const(3)
+_LOG_INFO = const(1)
+
+# board-wide parameters: (name, unit, quantity, type, min, max, default)
+_GLOBAL_ROWS = (
+    ("hil.timeout_s", "s", "time", F32, 0.1, 60.0, 1.0),
+    ("hil.max_jump_s", "s", "time", F32, 0.1, 60.0, 10.0),
+)
 
 
-@micropython.viper
-def _copy(dst: ptr8, src: ptr8, n: int):
-    i = 0
-    while i < n:
-        dst[i] = src[i]
-        i += 1
+def _due(t_ms, at_ms):
+    # t_ms has reached at_ms on the wrapping board clock
+    return ((t_ms - at_ms) & TIME_MASK) <= _HALF
 
 
-def _param_table(board):
+class Upload:
+    """A chunked upload in progress: slot, total length, expected CRC-32, bytes received."""
+
+    def __init__(self, slot, total, crc):
+        self.slot = slot
+        self.total = total
+        self.crc = crc
+        self.got = 0
+        self.buf = bytearray(total + 4)
+
+
+def param_table(board):
+    """(rows, rules, owner) of every loop's controller plus the board-wide rows; owner[i] is
+    the loop index of parameter i (255 for board-wide ones)."""
     rows = []
-    for loop in board["loops"]:
-        d = loop.get("defaults", {})
-        s = board["sensors"][loop["sensor"]]
-        n = loop["name"]
-        rows.append(
-            (n + ".sp_k", "K", codec.PTYPE_F32, s["min_k"], s["max_k"], d.get("sp_k", 303.15))
-        )
-        rows.append((n + ".kp", "1/K", codec.PTYPE_F32, 0.0, 100.0, d.get("kp", 0.1)))
-        rows.append((n + ".ki", "1/Ks", codec.PTYPE_F32, 0.0, 10.0, d.get("ki", 0.001)))
-        rows.append((n + ".kd", "s/K", codec.PTYPE_F32, 0.0, 1000.0, d.get("kd", 0.0)))
-        rows.append((n + ".out_min", "1", codec.PTYPE_F32, 0.0, 1.0, d.get("out_min", 0.0)))
-        rows.append((n + ".out_max", "1", codec.PTYPE_F32, 0.0, 1.0, d.get("out_max", 1.0)))
-        rows.append(
-            (n + ".max_k", "K", codec.PTYPE_F32, s["min_k"], s["max_k"], d.get("max_k", 333.15))
-        )
-    rows.append(("hil.timeout_s", "s", codec.PTYPE_F32, 0.1, 60.0, 1.0))
-    return rows
-
-
-class Loop:
-    def __init__(self, idx, cfg, params, sensor):
-        self.idx = idx
-        self.name = cfg["name"]
-        self.sensor = cfg["sensor"]
-        self.actuator = cfg["actuator"]
-        self.min_k = sensor["min_k"]
-        self.max_sensor_k = sensor["max_k"]
-        self.p0 = params.index[self.name + ".sp_k"]  # first of this loop's parameters
-        v = params.values
-        self.pid = PID(
-            v[self.p0 + 1],
-            v[self.p0 + 2],
-            v[self.p0 + 3],
-            v[self.p0 + 4],
-            v[self.p0 + 5],
-            cfg.get("reverse", False),
-        )
-        self.mode = codec.MODE_AUTO
-        self.measurement = math.nan
-        self.output = 0.0
-        self.manual_output = 0.0
-
-    def apply_params(self, v):
-        pid = self.pid
-        pid.kp = v[self.p0 + 1]
-        pid.ki = v[self.p0 + 2]
-        pid.kd = v[self.p0 + 3]
-        pid.out_min = v[self.p0 + 4]
-        pid.out_max = v[self.p0 + 5]
+    rules = []
+    owner = bytearray()
+    for k, lp in enumerate(board["loops"]):
+        cls = controller_class(lp["controller"])
+        first = len(rows)
+        names = {}
+        for suffix, unit, q, t, lo, hi, default in cls.rows(lp, board):
+            names[suffix] = len(rows)
+            rows.append(
+                (lp["name"] + "." + suffix, unit, quantity(q or "none"), t, lo, hi, default)
+            )
+        for a, b, gap in cls.RULES:
+            rules.append((names[a], names[b], gap))
+        owner.extend(bytes([k]) * (len(rows) - first))
+    for name, unit, q, t, lo, hi, default in _GLOBAL_ROWS:
+        rows.append((name, unit, quantity(q), t, lo, hi, default))
+        owner.append(_NO_LOOP)
+    return rows, rules, owner
 
 
 class App:
-    def __init__(self, board, stdin, stdout):
+    def __init__(self, board, stdin, stdout, path_dir=""):
         self.board = board
         self.stdin = stdin
         self.stdout = stdout
         self.link = Link(stdout.write)
-        self.params = Params(_param_table(board))
-        self.params.load()
-        self.params.on_change = self._param_changed
-        self.loops = [
-            Loop(i, c, self.params, board["sensors"][c["sensor"]])
-            for i, c in enumerate(board["loops"])
-        ]
-        self.sup = Supervisor([a.get("safe", 0.0) for a in board["actuators"]])
-        self.hal = HilHal(len(board["sensors"]), len(board["actuators"]))
-        if board.get("hal") == "machine":
-            from .hal import MachineHal
+        self.sup = Supervisor(board["sensors"], board["actuators"])
+        rows, rules, self.p_owner = param_table(board)
+        self.params = p = Params(rows, rules, path_dir)
+        self.path_dir = path_dir
+        leftover = p.cleanup()
+        p.load()
+        self.ctls = []
+        for k, lp in enumerate(board["loops"]):
+            self.ctls.append(controller_class(lp["controller"])(k, lp, board, p))
+        p.on_change = self._param_changed
+        self.i_timeout = p.index["hil.timeout_s"]
+        self.i_jump = p.index["hil.max_jump_s"]
+        self._param_changed(-1)
+        self.sensing = Sensing(board["sensors"])
+        n_s = len(board["sensors"])
+        n_a = len(board["actuators"])
+        self.hal = HilHal(n_s, n_a)
+        self.machine = board.get("hal") == "machine"
+        if self.machine:
+            from .hal_machine import MachineHal
 
             self.hal = MachineHal(board["sensors"], board["actuators"])
+        self.x = array("f", [0.0] * MAX_SENSORS)  # SI sensor values of the current tick
+        self.out = array("f", [0.0] * MAX_ACTUATORS)  # actuator outputs of the current tick
+        for i in range(n_a):
+            self.out[i] = self.sup.safe[i]
+        # which loop drives each actuator (255: none; it rests at its safe value)
+        self.a_owner = bytearray([_NO_LOOP] * n_a)
+        for c in self.ctls:
+            for a in c.acts:
+                self.a_owner[a] = c.idx
         self.hil = False
         # a board without real sensors ticks only once the HIL rig feeds it; until then its
         # actuators rest at their safe values
-        self.waits_for_rig = board.get("hal", "hil") == "hil"
+        self.waits_for_rig = not self.machine
         self.period_ms = int(1000 // board["tick_hz"])
         self.dt_s = self.period_ms / 1000.0
         self.next_tick_ms = 0
         self.now_ms = 0
+        self.wall_ms = 0
+        self.wall_last = time.ticks_ms()
         self.ticks = 0
-        self.hil_wall_ms = 0
+        self.hil_wall = 0
+        self.hil_t = -1  # time of the last accepted HIL frame; -1: the next one sets the base
+        self.hil_rejected = 0
+        self.handler_errors = 0
         self.tlm_period_ms = 500
         self.next_tlm_ms = 0
-        self.ans = bytearray(len(self.link.tx_enc))
-        self.ans_n = 0
-        self.last_req = -1  # (seq << 8) | msg_id of the last answered request
         self.rxbuf = bytearray(1)
         self.running = True
         self.upload = None
-        if self.params.load_error:
+        self.handlers = {
+            codec.M_HELLO: self.on_hello,
+            codec.M_LOOP_INFO_REQ: self.on_loop_info,
+            codec.M_FIELD_INFO_REQ: self.on_field_info,
+            codec.M_FAULT_STATUS_REQ: self.on_fault_status,
+            codec.M_FAULT_INFO_REQ: self.on_fault_info,
+            codec.M_PARAM_INFO_REQ: self.on_param_info,
+            codec.M_PARAM_GET: self.on_param_get,
+            codec.M_PARAM_SET: self.on_param_set,
+            codec.M_PARAM_SAVE: self.on_param_save,
+            codec.M_PARAM_DEFAULTS: self.on_param_defaults,
+            codec.M_COMMAND: self.on_command,
+            codec.M_STREAM_RATE: self.on_stream_rate,
+            codec.M_HIL_SENSORS: self.on_hil,
+            codec.M_UPLOAD_BEGIN: self.on_upload_begin,
+            codec.M_UPLOAD_CHUNK: self.on_upload_chunk,
+            codec.M_UPLOAD_END: self.on_upload_end,
+            codec.M_LINK_STATS_REQ: self.on_link_stats,
+        }
+        if p.refused:
             self.sup.latch(codec.FAULT_PARAMS_CORRUPT, _NO_LOOP, 0.0, 0)
+            self.sup.notice(codec.NOTICE_PARAMS_REFUSED, _NO_LOOP, 0.0, 0, True)
+        self._boot_log = []
+        if p.load_error:
+            self._boot_log.append(p.load_error)
+        if leftover:
+            self._boot_log.append("removed params.tmp left by an interrupted save")
+        if not getattr(pidmod, "NATIVE", pidmod.tpcore is not None):
+            self.sup.notice(codec.NOTICE_C_CORE_MISSING, _NO_LOOP, 0.0, 0)
+            why = getattr(pidmod, "NATIVE_REASON", "")
+            if why:
+                self._boot_log.append("C core not used: " + why)
+        for c in self.ctls:
+            c.start()
 
-    # ---- control -------------------------------------------------------------------------
+    # ---- parameters --------------------------------------------------------------------------
 
-    def _param_changed(self, name, value):
-        for loop in self.loops:
-            loop.apply_params(self.params.values)
+    def _param_changed(self, i):
+        v = self.params.values
+        self.hil_timeout_ms = int(v[self.i_timeout] * 1000)
+        self.max_jump_ms = int(v[self.i_jump] * 1000)
+        if i < 0:
+            for c in self.ctls:
+                c.configure()
+        elif self.p_owner[i] != _NO_LOOP:
+            self.ctls[self.p_owner[i]].configure()
+
+    # ---- control -----------------------------------------------------------------------------
 
     def tick(self, t_ms):
         sup = self.sup
-        v = self.params.values
-        for loop in self.loops:
-            m = self.hal.read(loop.sensor)
-            loop.measurement = m
-            healthy = sup.check_sensor(loop.idx, m, loop.min_k, loop.max_sensor_k, t_ms)
-            if healthy and m > v[loop.p0 + 6]:
-                sup.latch(codec.FAULT_OVER_TEMPERATURE, loop.idx, m, t_ms)
-            pid = loop.pid
-            if sup.faults:
-                # hold the controller in manual at the safe value: bumpless on fault reset
-                out = sup.clamp(loop.actuator, 0.0)
-                if pid.auto:
-                    pid.set_auto(False, out)
-            elif loop.mode == codec.MODE_AUTO:
-                if not pid.auto:
-                    pid.set_auto(True)
-                out = pid.update(v[loop.p0], m, self.dt_s)
-            elif loop.mode == codec.MODE_MANUAL:
-                out = loop.manual_output
-                pid.set_auto(False, out)
-            else:
-                out = 0.0
-                pid.set_auto(False, out)
-            loop.output = out
-            self.hal.write(loop.actuator, out)
+        x = self.x
+        out = self.out
+        hal = self.hal
+        dt = self.dt_s
+        valid = hal.read()
+        self.sensing.decode(hal.raw, valid, x)
+        sup.begin_tick()
+        ok = sup.check_sensors(x, out, t_ms, self.period_ms)
+        for c in self.ctls:
+            try:
+                c.sense(x, ok, dt, t_ms)
+                if not sup.trip and c.mode == codec.MODE_AUTO:
+                    c.check(sup, x, ok, t_ms)
+            except Exception as e:  # noqa: BLE001 - a controller bug must not stop the loop
+                self._internal(c, e, t_ms)
+        if sup.trip:
+            since = elapsed(t_ms, sup.t_trip_ms) / 1000.0
+            for c in self.ctls:
+                try:
+                    c.safe(sup.trip, since, out)
+                except Exception as e:  # noqa: BLE001
+                    self._internal(c, e, t_ms)
+                    self._fallback_safe(c)
+        else:
+            for c in self.ctls:
+                try:
+                    if c.mode == codec.MODE_AUTO:
+                        c.step(x, ok, dt, out, sup, t_ms)
+                    elif c.mode == codec.MODE_MANUAL:
+                        c.manual(x, ok, dt, out, sup, t_ms)
+                    else:
+                        c.off(out, elapsed(t_ms, c.mode_t) / 1000.0)
+                except Exception as e:  # noqa: BLE001
+                    self._internal(c, e, t_ms)
+                    self._fallback_safe(c)
+            sup.check_feedback(out, x, ok, t_ms)
+        for i in range(hal.n_actuators):
+            if self.a_owner[i] == _NO_LOOP:
+                out[i] = sup.safe[i]
+            hal.write(i, out[i])
+        sup.end_tick()
         self.ticks += 1
 
+    def _fallback_safe(self, c):
+        for a in c.acts:
+            self.out[a] = self.sup.safe[a]
+
+    def _internal(self, c, e, t_ms):
+        self.sup.latch(codec.FAULT_INTERNAL, c.idx, 0.0, t_ms)
+        self.log(_LOG_ERROR, "loop %s: %s %s" % (c.name, type(e).__name__, e))
+
     def run_due(self, t_ms):
-        while time.ticks_diff(t_ms, self.next_tick_ms) >= 0:
+        """Run the ticks due up to board time t_ms."""
+        n = 0
+        while _due(t_ms, self.next_tick_ms):
+            if not self.hil and n >= _MAX_CATCHUP:
+                # far behind in real time (a long flash write, a stall): skip ahead
+                self.sup.latch(codec.FAULT_LOOP_OVERRUN, _NO_LOOP, n, t_ms, False)
+                self.next_tick_ms = t_ms
+                break
             self.tick(self.next_tick_ms)
-            self.next_tick_ms = time.ticks_add(self.next_tick_ms, self.period_ms)
+            self.next_tick_ms = (self.next_tick_ms + self.period_ms) & TIME_MASK
+            n += 1
         self.now_ms = t_ms
 
     def safe_now(self):
         for i in range(self.hal.n_actuators):
+            self.out[i] = self.sup.safe[i]
             self.hal.write(i, self.sup.safe[i])
+        for c in self.ctls:
+            c.hold(self.out)
 
-    # ---- protocol ------------------------------------------------------------------------
+    # ---- HIL ---------------------------------------------------------------------------------
 
-    def _answer(self, size, msg_id):
-        self.link.send(msg_id, size)
-        n = self.link.tx_n
-        _copy(self.ans, self.link.tx_enc, n)
-        self.ans_n = n
+    def hil_start(self):
+        """Sensors and actuators now come from and go to the rig; the next frame sets the
+        simulated time (a new run may restart at 0)."""
+        if not isinstance(self.hal, HilHal):
+            self.safe_now()  # the real outputs rest at their safe values
+            self.hal = HilHal(self.hal.n_sensors, self.hal.n_actuators)
+        self.hil = True
+        self.hil_t = -1
+        self.hil_wall = time.ticks_ms()
+        self.sup.ext_present &= ~(1 << codec.FAULT_HOST_LOST)
+        self.sup.restart(self.out)
+        for c in self.ctls:
+            c.start()
+        self.sup.notice(codec.NOTICE_HIL_STARTED, _NO_LOOP, 0.0, self.now_ms)
 
-    def ack(self, seq, req, code=0):
-        struct.pack_into(codec.F_ACK, self.link.tx, 3, seq, req, code)
-        self._answer(codec.S_ACK, codec.M_ACK)
-
-    def nack(self, seq, req, code, value=0.0, lo=0.0, hi=0.0):
-        struct.pack_into(codec.F_NACK, self.link.tx, 3, seq, req, code, value, lo, hi)
-        self._answer(codec.S_NACK, codec.M_NACK)
-
-    def send_param_value(self, seq, i):
-        p = self.params
-        struct.pack_into(
-            codec.F_PARAM_VALUE, self.link.tx, 3, seq, i, p.names[i].encode(), p.values[i]
-        )
-        self._answer(codec.S_PARAM_VALUE, codec.M_PARAM_VALUE)
-
-    def handle(self, size):
-        rx = self.link.rx
-        seq = rx[0]
-        msg = rx[1]
-        key = (seq << 8) | msg
-        if key == self.last_req:
-            # a retry of the request just answered: send the same answer, do it only once
-            self.link.rx_duplicate += 1
-            self.stdout.write(self._ans_view())
-            self.link.tx_frames += 1  # the re-sent answer is a frame on the wire too
-            return
-        self.last_req = key
-        if msg == codec.M_HIL_SENSORS:
-            self.on_hil(seq)
-        elif msg == codec.M_HELLO:
-            b = self.board
-            features = 1 << codec.FEATURE_HIL | 1 << codec.FEATURE_FLASH_PARAMS
-            if _C_CORE:
-                features |= 1 << codec.FEATURE_C_CORE
-            struct.pack_into(
-                codec.F_IDENTITY,
-                self.link.tx,
-                3,
-                seq,
-                codec.PROTOCOL_VERSION,
-                boardmod.FW_VERSION.encode(),
-                b["name"].encode(),
-                (codec.SCHEMA_HASH_HI << 16) | codec.SCHEMA_HASH_LO,
-                features,
-                len(self.loops),
-                len(self.params.names),
-                b["tick_hz"],
-            )
-            self._answer(codec.S_IDENTITY, codec.M_IDENTITY)
-        elif msg == codec.M_PARAM_INFO_REQ:
-            (i,) = struct.unpack_from(codec.F_PARAM_INFO_REQ, rx, 3)
-            p = self.params
-            n = len(p.names)
-            if i >= n:
-                self.nack(seq, msg, codec.ERR_UNKNOWN_PARAM, i, 0, n - 1)
-                return
-            struct.pack_into(
-                codec.F_PARAM_INFO,
-                self.link.tx,
-                3,
-                seq,
-                i,
-                n,
-                p.names[i].encode(),
-                p.units[i].encode(),
-                p.types[i],
-                p.mins[i],
-                p.maxs[i],
-                p.defaults[i],
-                p.values[i],
-            )
-            self._answer(codec.S_PARAM_INFO, codec.M_PARAM_INFO)
-        elif msg == codec.M_PARAM_GET or msg == codec.M_PARAM_SET:
-            i = self.params.find(bytes(rx[3:19]))
-            if i < 0:
-                self.nack(seq, msg, codec.ERR_UNKNOWN_PARAM)
-                return
-            if msg == codec.M_PARAM_SET:
-                (value,) = struct.unpack_from("<f", rx, 19)
-                err = self.params.set(i, value)
-                if err:
-                    self.nack(seq, msg, err, value, self.params.mins[i], self.params.maxs[i])
-                    return
-            self.send_param_value(seq, i)
-        elif msg == codec.M_PARAM_SAVE:
-            if self.params.save():
-                self.ack(seq, msg)
-            else:
-                self.nack(seq, msg, codec.ERR_FLASH_ERROR)
-        elif msg == codec.M_PARAM_DEFAULTS:
-            self.params.restore_defaults()
-            self.ack(seq, msg)
-        elif msg == codec.M_COMMAND:
-            self.on_command(seq, msg)
-        elif msg == codec.M_STREAM_RATE:
-            mid, hz = struct.unpack_from(codec.F_STREAM_RATE, rx, 3)
-            if mid != codec.M_TELEMETRY or not (0.0 <= hz <= 100.0):
-                self.nack(seq, msg, codec.ERR_BAD_VALUE, hz, 0.0, 100.0)
-                return
-            self.tlm_period_ms = int(1000 / hz) if hz > 0 else 0
-            self.next_tlm_ms = self.now_ms
-            self.ack(seq, msg)
-        elif msg == codec.M_LINK_STATS_REQ:
-            lk = self.link
-            struct.pack_into(
-                codec.F_LINK_STATS,
-                lk.tx,
-                3,
-                seq,
-                lk.rx_ok,
-                lk.rx_bad_crc,
-                lk.rx_bad_cobs,
-                lk.rx_bad_len,
-                lk.rx_dropped,
-                lk.rx_overflow,
-                lk.rx_duplicate,
-                lk.tx_frames,
-            )
-            self._answer(codec.S_LINK_STATS, codec.M_LINK_STATS)
-        elif msg in (codec.M_UPLOAD_BEGIN, codec.M_UPLOAD_CHUNK, codec.M_UPLOAD_END):
-            self.on_upload(seq, msg)
+    def hil_stop(self, lost):
+        """Leave lockstep: the board waits for a rig again (virtual board) or returns to its
+        own sensors (real board); outputs rest at their safe values meanwhile."""
+        self.hil = False
+        if lost:
+            self.sup.ext_present |= 1 << codec.FAULT_HOST_LOST
+            self.sup.latch(codec.FAULT_HOST_LOST, _NO_LOOP, 0.0, self.now_ms)
         else:
-            self.nack(seq, msg, codec.ERR_UNKNOWN_MESSAGE, msg)
+            self.sup.notice(codec.NOTICE_HIL_STOPPED, _NO_LOOP, 0.0, self.now_ms)
+        self.safe_now()
+        if self.machine:
+            from .hal_machine import MachineHal
 
-    def _ans_view(self):
-        return memoryview(self.ans)[: self.ans_n]
+            self.hal = MachineHal(self.board["sensors"], self.board["actuators"])
+            self.next_tick_ms = self.wall_ms
+        self.waits_for_rig = not self.machine
+        self.now_ms = self.wall_ms
+        self.next_tlm_ms = self.now_ms
 
-    def on_command(self, seq, msg):
-        loop_i, cmd, value = struct.unpack_from(codec.F_COMMAND, self.link.rx, 3)
-        if cmd == codec.CMD_FAULT_RESET:
-            self.sup.reset()
-            self.ack(seq, msg)
-            return
-        if cmd == codec.CMD_RELEASE_CONSOLE:
-            self.ack(seq, msg)
-            self.running = False
-            return
-        if loop_i >= len(self.loops):
-            self.nack(seq, msg, codec.ERR_BAD_LOOP, loop_i, 0, len(self.loops) - 1)
-            return
-        loop = self.loops[loop_i]
-        if cmd == codec.CMD_MODE:
-            if value not in (codec.MODE_OFF, codec.MODE_MANUAL, codec.MODE_AUTO):
-                # autotune runs on the host (thermopilot tune), not as a board mode
-                self.nack(seq, msg, codec.ERR_BAD_VALUE, value, codec.MODE_OFF, codec.MODE_AUTO)
-                return
-            loop.mode = int(value)
-        elif cmd == codec.CMD_MANUAL_OUTPUT:
-            if not (0.0 <= value <= 1.0):
-                self.nack(seq, msg, codec.ERR_OUT_OF_RANGE, value, 0.0, 1.0)
-                return
-            loop.manual_output = value
-        elif cmd == codec.CMD_SETPOINT:
-            err = self.params.set(loop.p0, value)
-            if err:
-                i = loop.p0
-                self.nack(seq, msg, err, value, self.params.mins[i], self.params.maxs[i])
-                return
-        else:
-            self.nack(seq, msg, codec.ERR_BAD_COMMAND, cmd)
-            return
-        self.ack(seq, msg)
-
-    def on_hil(self, seq):
-        rx = self.link.rx
-        hal = self.hal
+    def on_hil(self):
+        lk = self.link
+        rx = lk.rx
         if not self.hil:
-            # first HIL frame: sensors and actuators now come from and go to the rig
-            self.hil = True
-            if not isinstance(hal, HilHal):
-                self.safe_now()
-                self.hal = hal = HilHal(hal.n_sensors, hal.n_actuators)
-            self.next_tick_ms = struct.unpack_from("<I", rx, 3)[0]
-            self.next_tlm_ms = self.next_tick_ms
-        t_ms, valid = struct.unpack_from("<IH", rx, 3)
-        vals = hal.values
-        for k in range(8):
-            vals[k] = struct.unpack_from("<f", rx, 9 + 4 * k)[0]
+            self.hil_start()
+        t_ms = get_u30(rx, codec.O_HIL_SENSORS_T_MS)  # the board clock wraps at 2**30 ms
+        valid = get_u16(rx, codec.O_HIL_SENSORS_VALID)
+        if self.hil_t < 0:
+            self.next_tick_ms = t_ms
+            self.now_ms = t_ms
+            self.next_tlm_ms = t_ms
+        else:
+            jump = (t_ms - self.hil_t) & TIME_MASK
+            if jump > self.max_jump_ms:
+                # backwards, or further ahead than the board may run in one frame
+                self.hil_rejected += 1
+                back = jump > _HALF
+                self.nack(
+                    codec.ERR_TIME_JUMP,
+                    (jump - TIME_MASK - 1) if back else jump,
+                    0.0,
+                    self.max_jump_ms,
+                )
+                return
+        self.hil_t = t_ms
+        hal = self.hal
+        copy_at(hal.raw, rx, codec.O_HIL_SENSORS_VALUES, 4 * MAX_SENSORS)
         hal.valid = valid
-        self.hil_wall_ms = time.ticks_ms()
+        self.hil_wall = time.ticks_ms()
+        self.sup.ext_present &= ~(1 << codec.FAULT_HOST_LOST)
         t0 = self.ticks
         self.run_due(t_ms)
         self.stream()  # telemetry and events of these ticks go out before the answer
-        out = hal.outputs
+        o = hal.outputs
         struct.pack_into(
             codec.F_HIL_ACTUATORS,
-            self.link.tx,
-            3,
-            seq,
+            lk.tx,
+            codec.HDR,
+            rx[1],
             t_ms,
             (self.ticks - t0) & 0xFFFF,
             self.sup.faults,
-            out[0],
-            out[1],
-            out[2],
-            out[3],
+            o[0],
+            o[1],
+            o[2],
+            o[3],
+            o[4],
+            o[5],
+            o[6],
+            o[7],
         )
-        self._answer(codec.S_HIL_ACTUATORS, codec.M_HIL_ACTUATORS)
+        lk.answer(codec.M_HIL_ACTUATORS, codec.S_HIL_ACTUATORS)
 
-    def on_upload(self, seq, msg):
-        import os
+    # ---- protocol ----------------------------------------------------------------------------
 
+    def ack(self, code=0):
         rx = self.link.rx
-        if msg == codec.M_UPLOAD_BEGIN:
-            slot, total, crc = struct.unpack_from(codec.F_UPLOAD_BEGIN, rx, 3)
-            if total > _MAX_UPLOAD:
-                self.nack(seq, msg, codec.ERR_OUT_OF_RANGE, total, 0, _MAX_UPLOAD)
-                return
-            self.upload = None
-            gc.collect()
-            try:
-                self.upload = [slot, total, crc, 0, bytearray(total + 4)]
-            except MemoryError:
-                self.nack(seq, msg, codec.ERR_FLASH_ERROR, total, 0, gc.mem_free())
-                return
-            self.ack(seq, msg)
+        struct.pack_into(codec.F_ACK, self.link.tx, codec.HDR, rx[1], rx[2], code)
+        self.link.answer(codec.M_ACK, codec.S_ACK)
+
+    def nack(self, code, value=0.0, lo=0.0, hi=0.0, other=NO_OTHER):
+        rx = self.link.rx
+        struct.pack_into(
+            codec.F_NACK, self.link.tx, codec.HDR, rx[1], rx[2], code, value, lo, hi, other
+        )
+        self.link.answer(codec.M_NACK, codec.S_NACK)
+
+    def log(self, level, text):
+        """A LOG line to every listener (text cut to 60 bytes)."""
+        struct.pack_into(codec.F_LOG, self.link.tx, codec.HDR, level, text.encode()[:60])
+        self.link.send(codec.M_LOG, codec.S_LOG)
+
+    def dispatch(self, size):
+        lk = self.link
+        if lk.is_retry():
+            # a retry of the request just answered in this session: same answer, done once
+            lk.resend()
             return
+        msg = lk.rx[2]
+        h = self.handlers.get(msg)
+        if h is None:
+            self.nack(codec.ERR_UNKNOWN_MESSAGE, msg)
+            return
+        want = codec.SIZE_BY_ID[msg]
+        if size != want:
+            lk.rx_bad_len += 1
+            self.nack(codec.ERR_BAD_LENGTH, size, want, want)
+            return
+        try:
+            h()
+        except Exception as e:  # noqa: BLE001 - a bad request must never stop the loops
+            self.handler_errors += 1
+            self.nack(codec.ERR_INTERNAL, msg)
+            self.log(_LOG_ERROR, "request 0x%02x: %s %s" % (msg, type(e).__name__, e))
+
+    def on_hello(self):
+        b = self.board
+        features = 1 << codec.FEATURE_HIL | 1 << codec.FEATURE_FLASH_PARAMS
+        if getattr(pidmod, "NATIVE", pidmod.tpcore is not None):
+            features |= 1 << codec.FEATURE_C_CORE
+        # a new session: a host that vanished is back (the fault still needs a reset)
+        self.sup.ext_present &= ~(1 << codec.FAULT_HOST_LOST)
+        rx = self.link.rx
+        struct.pack_into(
+            codec.F_IDENTITY,
+            self.link.tx,
+            codec.HDR,
+            rx[1],
+            codec.PROTOCOL_VERSION,
+            FW_VERSION.encode(),
+            b["name"].encode(),
+            (codec.SCHEMA_HASH_HI << 16) | codec.SCHEMA_HASH_LO,
+            features,
+            len(self.ctls),
+            len(self.params.names),
+            b["tick_hz"],
+            len(b["sensors"]),
+            len(b["actuators"]),
+            self.max_jump_ms,
+        )
+        self.link.answer(codec.M_IDENTITY, codec.S_IDENTITY)
+        for line in self._boot_log:
+            self.log(_LOG_INFO, line)
+        self._boot_log = []
+
+    def _loop_arg(self, k):
+        if k >= len(self.ctls):
+            self.nack(codec.ERR_BAD_LOOP, k, 0, len(self.ctls) - 1)
+            return None
+        return self.ctls[k]
+
+    def on_loop_info(self):
+        c = self._loop_arg(self.link.rx[codec.O_LOOP_INFO_REQ_LOOP])
+        if c is None:
+            return
+        b = self.board
+        s = b["sensors"][c.s[c.SENSORS[0]]]
+        a = b["actuators"][c.main]
+        struct.pack_into(
+            codec.F_LOOP_INFO,
+            self.link.tx,
+            codec.HDR,
+            self.link.rx[1],
+            c.idx,
+            len(self.ctls),
+            c.name.encode(),
+            c.KIND.encode(),
+            quantity(c.QUANTITY),
+            quantity(a["quantity"]),
+            a["min"],
+            a["max"],
+            s.get("resolution", 0.01),
+            len(c.FIELDS),
+        )
+        self.link.answer(codec.M_LOOP_INFO, codec.S_LOOP_INFO)
+
+    def on_field_info(self):
+        rx = self.link.rx
+        c = self._loop_arg(rx[codec.O_FIELD_INFO_REQ_LOOP])
+        if c is None:
+            return
+        j = rx[codec.O_FIELD_INFO_REQ_INDEX]
+        if j >= len(c.FIELDS):
+            self.nack(codec.ERR_OUT_OF_RANGE, j, 0, len(c.FIELDS) - 1)
+            return
+        name, q = c.FIELDS[j]
+        struct.pack_into(
+            codec.F_FIELD_INFO,
+            self.link.tx,
+            codec.HDR,
+            rx[1],
+            c.idx,
+            j,
+            len(c.FIELDS),
+            name.encode(),
+            quantity(q),
+        )
+        self.link.answer(codec.M_FIELD_INFO, codec.S_FIELD_INFO)
+
+    def send_fault_status(self):
+        s = self.sup
+        struct.pack_into(
+            codec.F_FAULT_STATUS,
+            self.link.tx,
+            codec.HDR,
+            self.link.rx[1],
+            s.faults,
+            s.present | s.ext_present,
+            s.trip,
+            self.now_ms,
+        )
+        self.link.answer(codec.M_FAULT_STATUS, codec.S_FAULT_STATUS)
+
+    def on_fault_status(self):
+        self.send_fault_status()
+
+    def on_fault_info(self):
+        bit = self.link.rx[codec.O_FAULT_INFO_REQ_BIT]
+        if bit >= 32:
+            self.nack(codec.ERR_OUT_OF_RANGE, bit, 0, 31)
+            return
+        s = self.sup
+        m = 1 << bit
+        struct.pack_into(
+            codec.F_FAULT_INFO,
+            self.link.tx,
+            codec.HDR,
+            self.link.rx[1],
+            bit,
+            1 if s.faults & m else 0,
+            1 if (s.present | s.ext_present) & m else 0,
+            s.f_loop[bit],
+            s.f_t[bit],
+            s.f_value[bit],
+            s.f_count[bit],
+        )
+        self.link.answer(codec.M_FAULT_INFO, codec.S_FAULT_INFO)
+
+    def on_param_info(self):
+        (i,) = struct.unpack_from(codec.F_PARAM_INFO_REQ, self.link.rx, codec.HDR)
+        p = self.params
+        n = len(p.names)
+        if i >= n:
+            self.nack(codec.ERR_UNKNOWN_PARAM, i, 0, n - 1)
+            return
+        struct.pack_into(
+            codec.F_PARAM_INFO,
+            self.link.tx,
+            codec.HDR,
+            self.link.rx[1],
+            i,
+            n,
+            p.names[i].encode(),
+            p.units[i].encode(),
+            p.types[i],
+            p.quantities[i],
+            p.mins[i],
+            p.maxs[i],
+            p.defaults[i],
+            p.values[i],
+        )
+        self.link.answer(codec.M_PARAM_INFO, codec.S_PARAM_INFO)
+
+    def _send_param_value(self, i):
+        p = self.params
+        struct.pack_into(
+            codec.F_PARAM_VALUE,
+            self.link.tx,
+            codec.HDR,
+            self.link.rx[1],
+            i,
+            p.names[i].encode(),
+            p.values[i],
+        )
+        self.link.answer(codec.M_PARAM_VALUE, codec.S_PARAM_VALUE)
+
+    def on_param_get(self):
+        (name,) = struct.unpack_from(codec.F_PARAM_GET, self.link.rx, codec.HDR)
+        i = self.params.find(name)
+        if i < 0:
+            self.nack(codec.ERR_UNKNOWN_PARAM)
+            return
+        self._send_param_value(i)
+
+    def on_param_set(self):
+        name, value = struct.unpack_from(codec.F_PARAM_SET, self.link.rx, codec.HDR)
+        p = self.params
+        i = p.find(name)
+        if i < 0:
+            self.nack(codec.ERR_UNKNOWN_PARAM)
+            return
+        err = p.set(i, value)
+        if err:
+            self.nack(err, value, p.err_lo, p.err_hi, p.err_other)
+            return
+        self._send_param_value(i)
+
+    def on_param_save(self):
+        r = self.params.save()
+        if r == SAVED:
+            self.ack()
+        elif r == UNCHANGED:
+            self.ack(1)
+        else:
+            self.nack(codec.ERR_FLASH_ERROR)
+
+    def on_param_defaults(self):
+        self.params.restore_defaults()
+        self.ack()
+
+    def on_command(self):
+        loop_i, cmd, value = struct.unpack_from(codec.F_COMMAND, self.link.rx, codec.HDR)
+        if cmd == codec.CMD_FAULT_RESET:
+            self.sup.reset(self.now_ms)
+            self.send_fault_status()
+            return
+        if cmd == codec.CMD_RELEASE_CONSOLE:
+            self.ack()
+            self.running = False
+            return
+        if cmd == codec.CMD_HIL_START:
+            self.hil_start()
+            self.ack()
+            return
+        if cmd == codec.CMD_HIL_STOP:
+            if self.hil:
+                self.hil_stop(False)
+            self.ack()
+            return
+        if cmd not in (codec.CMD_MODE, codec.CMD_MANUAL_OUTPUT, codec.CMD_SETPOINT):
+            self.nack(codec.ERR_BAD_COMMAND, cmd)
+            return
+        c = self._loop_arg(loop_i)
+        if c is None:
+            return
+        if cmd == codec.CMD_MODE:
+            if value not in (codec.MODE_OFF, codec.MODE_MANUAL, codec.MODE_AUTO):
+                # autotune runs on the host (thermopilot tune), not as a board mode
+                self.nack(codec.ERR_BAD_VALUE, value, codec.MODE_OFF, codec.MODE_AUTO)
+                return
+            if int(value) != c.mode:
+                c.mode = int(value)
+                c.mode_t = self.now_ms
+        elif cmd == codec.CMD_MANUAL_OUTPUT:
+            if not (c.out_min <= value <= c.out_max):
+                self.nack(codec.ERR_OUT_OF_RANGE, value, c.out_min, c.out_max)
+                return
+            c.manual_output = value
+        else:
+            p = self.params
+            err = p.set(c.i_sp, value)
+            if err:
+                self.nack(err, value, p.err_lo, p.err_hi, p.err_other)
+                return
+        self.ack()
+
+    def on_stream_rate(self):
+        mid, hz = struct.unpack_from(codec.F_STREAM_RATE, self.link.rx, codec.HDR)
+        if mid != codec.M_TELEMETRY:
+            self.nack(codec.ERR_BAD_VALUE, mid, codec.M_TELEMETRY, codec.M_TELEMETRY)
+            return
+        if hz != 0.0 and not (0.0099 <= hz <= 100.0):
+            # bounded so that the period is a small positive number of ms (0 = off); the
+            # lower bound allows for 0.01 arriving as a float32 just below it
+            self.nack(codec.ERR_OUT_OF_RANGE, hz, 0.01, 100.0)
+            return
+        self.tlm_period_ms = int(1000.0 / hz) if hz > 0.0 else 0
+        self.next_tlm_ms = self.now_ms
+        self.ack()
+
+    def on_link_stats(self):
+        lk = self.link
+        struct.pack_into(
+            codec.F_LINK_STATS,
+            lk.tx,
+            codec.HDR,
+            lk.rx[1],
+            lk.rx_ok,
+            lk.rx_bad_crc,
+            lk.rx_bad_cobs,
+            lk.rx_bad_len,
+            lk.rx_dropped,
+            lk.rx_overflow,
+            lk.rx_duplicate,
+            lk.tx_frames,
+            self.hil_rejected,
+            self.handler_errors,
+            self.sup.events_lost,
+        )
+        lk.answer(codec.M_LINK_STATS, codec.S_LINK_STATS)
+
+    # ---- uploads ----------------------------------------------------------------------------
+
+    def on_upload_begin(self):
+        slot, total, crc = struct.unpack_from(codec.F_UPLOAD_BEGIN, self.link.rx, codec.HDR)
+        if slot >= _SLOTS:
+            self.nack(codec.ERR_OUT_OF_RANGE, slot, 0, _SLOTS - 1)
+            return
+        if not 1 <= total <= _MAX_UPLOAD:
+            self.nack(codec.ERR_OUT_OF_RANGE, total, 1, _MAX_UPLOAD)
+            return
+        self.upload = None
+        gc.collect()
+        try:
+            self.upload = Upload(slot, total, crc)
+        except MemoryError:
+            self.nack(codec.ERR_FLASH_ERROR, total, 0, gc.mem_free())
+            return
+        self.ack()
+
+    def on_upload_chunk(self):
         up = self.upload
         if up is None:
-            self.nack(seq, msg, codec.ERR_UPLOAD_ORDER)
+            self.nack(codec.ERR_UPLOAD_ORDER)
             return
-        if msg == codec.M_UPLOAD_CHUNK:
-            slot, off, n = struct.unpack_from("<BIB", rx, 3)
-            if slot != up[0] or off != up[3] or n > 48 or off + n > up[1]:
-                self.nack(seq, msg, codec.ERR_UPLOAD_ORDER, off, up[3], up[1])
-                return
-            up[4][off : off + n] = rx[9 : 9 + n]
-            up[3] = off + n
-            self.ack(seq, msg)
+        rx = self.link.rx
+        slot, off, n, data = struct.unpack_from(codec.F_UPLOAD_CHUNK, rx, codec.HDR)
+        if slot != up.slot or off != up.got or n > len(data) or off + n > up.total:
+            self.nack(codec.ERR_UPLOAD_ORDER, off, up.got, up.total)
             return
-        data = up[4]
-        total = up[1]
-        struct.pack_into("<I", data, total, up[2])
-        self.upload = None
-        from .link import crc_ok
+        up.buf[off : off + n] = data[:n]
+        up.got = off + n
+        self.ack()
 
-        if up[3] != total or not crc_ok(data, total):
-            self.nack(seq, msg, codec.ERR_UPLOAD_CRC, up[3], total, total)
+    def on_upload_end(self):
+        import os
+
+        up = self.upload
+        if up is None:
+            self.nack(codec.ERR_UPLOAD_ORDER)
             return
-        name = "slot%d.bin" % up[0]
+        self.upload = None
+        data = up.buf
+        total = up.total
+        struct.pack_into("<I", data, total, up.crc)
+        if up.got != total or not crc_ok(data, total):
+            self.nack(codec.ERR_UPLOAD_CRC, up.got, total, total)
+            return
+        name = self.path_dir + "slot%d.bin" % up.slot
         try:
             with open(name + ".tmp", "wb") as f:
                 f.write(memoryview(data)[:total])
             os.rename(name + ".tmp", name)
         except OSError:
-            self.nack(seq, msg, codec.ERR_FLASH_ERROR)
+            self.nack(codec.ERR_FLASH_ERROR)
             return
-        self.ack(seq, msg)
+        for c in self.ctls:
+            c.on_upload(up.slot)
+        self.ack()
+
+    # ---- streaming ---------------------------------------------------------------------------
 
     def send_telemetry(self):
         lk = self.link
-        faults = self.sup.faults
-        for loop in self.loops:
-            pid = loop.pid
+        sup = self.sup
+        for c in self.ctls:
+            f = c.fields
             struct.pack_into(
                 codec.F_TELEMETRY,
                 lk.tx,
-                3,
-                loop.idx,
-                codec.MODE_SAFE if faults else loop.mode,
+                codec.HDR,
+                c.idx,
+                codec.MODE_SAFE if sup.trip else c.mode,
+                c.state,
                 self.now_ms,
-                self.params.values[loop.p0],
-                loop.measurement,
-                loop.output,
-                pid.p,
-                pid.i,
-                pid.d,
-                faults,
+                c.setpoint,
+                c.measurement,
+                c.output,
+                c.p,
+                c.i,
+                c.d,
+                sup.faults,
+                f[0],
+                f[1],
+                f[2],
+                f[3],
+                f[4],
+                f[5],
+                f[6],
+                f[7],
             )
             lk.send(codec.M_TELEMETRY, codec.S_TELEMETRY)
 
     def send_events(self):
         sup = self.sup
         lk = self.link
-        while sup.ev_count:
-            k = sup.ev_head
+        while True:
+            k = sup.pop_event()
+            if k < 0:
+                return
             struct.pack_into(
                 codec.F_EVENT,
                 lk.tx,
-                3,
+                codec.HDR,
                 sup.ev_code[k],
                 sup.ev_loop[k],
-                1,
+                sup.ev_kind[k],
                 sup.ev_t[k],
                 sup.ev_value[k],
             )
             lk.send(codec.M_EVENT, codec.S_EVENT)
-            sup.ev_head = (k + 1) % len(sup.ev_code)
-            sup.ev_count -= 1
 
-    # ---- main loop -----------------------------------------------------------------------
+    def stream(self):
+        if self.tlm_period_ms and _due(self.now_ms, self.next_tlm_ms):
+            self.send_telemetry()
+            nxt = (self.next_tlm_ms + self.tlm_period_ms) & TIME_MASK
+            if _due(self.now_ms, nxt):
+                nxt = (self.now_ms + self.tlm_period_ms) & TIME_MASK
+            self.next_tlm_ms = nxt
+        if self.sup.ev_count:
+            self.send_events()
+
+    # ---- main loop ---------------------------------------------------------------------------
 
     def poll_input(self, poller, timeout_ms):
-        # Stream reads block until the buffer is full, so read one byte per ready poll.
+        # Stream reads block until the buffer is full, so read one byte per ready poll, and
+        # at most _RX_BUDGET bytes per pass: the schedule runs whatever the input rate.
         link = self.link
         buf = self.rxbuf
         stdin = self.stdin
         ready = False
         for _ in poller.ipoll(timeout_ms):
             ready = True
-        while ready:
+        budget = _RX_BUDGET
+        while ready and budget:
             if not stdin.readinto(buf):
                 # end of file: the console is gone (the virtual board's host exited)
                 self.running = False
                 return
+            budget -= 1
             size = link.feed_byte(buf[0])
             if size >= 0:
-                try:
-                    self.handle(size)
-                except Exception:  # noqa: BLE001 - a bad request must never stop the loops
-                    self.nack(self.link.rx[0], self.link.rx[1], codec.ERR_BAD_VALUE)
+                self.dispatch(size)
             ready = False
             for _ in poller.ipoll(0):
                 ready = True
 
+    def clock(self):
+        """Advance the board's wall clock (ms, wrapping at 2**30)."""
+        wall = time.ticks_ms()
+        d = time.ticks_diff(wall, self.wall_last)
+        self.wall_last = wall
+        if d > 0:
+            self.wall_ms = (self.wall_ms + d) & TIME_MASK
+        return wall
+
     def run(self):
         poller = select.poll()
         poller.register(self.stdin, select.POLLIN)
-        self.next_tick_ms = time.ticks_ms()
+        self.clock()
+        self.next_tick_ms = self.wall_ms
+        self.now_ms = self.wall_ms
+        self.next_tlm_ms = self.now_ms
         if self.waits_for_rig:
             self.safe_now()
-            for loop in self.loops:
-                loop.output = self.sup.safe[loop.actuator]
         timeout_ms = self.period_ms // 4 or 1
         while self.running:
-            self.poll_input(poller, timeout_ms)
-            wall = time.ticks_ms()
-            if self.hil:
-                limit = int(self.params.get("hil.timeout_s") * 1000)
-                if time.ticks_diff(wall, self.hil_wall_ms) > limit:
-                    self.sup.latch(codec.FAULT_HOST_LOST, _NO_LOOP, 0.0, self.now_ms)
-                    self.safe_now()
-            elif not self.waits_for_rig:
-                self.run_due(wall)
-            else:
-                self.now_ms = wall
-            self.stream()
+            try:
+                self.poll_input(poller, timeout_ms)
+                wall = self.clock()
+                if self.hil:
+                    if time.ticks_diff(wall, self.hil_wall) > self.hil_timeout_ms:
+                        self.hil_stop(True)
+                elif not self.waits_for_rig:
+                    self.run_due(self.wall_ms)
+                else:
+                    self.now_ms = self.wall_ms
+                self.stream()
+            except Exception as e:  # noqa: BLE001 - the loop must outlive any bug
+                self._loop_error(e)
 
-    def stream(self):
-        if self.tlm_period_ms and time.ticks_diff(self.now_ms, self.next_tlm_ms) >= 0:
-            self.send_telemetry()
-            self.next_tlm_ms = time.ticks_add(self.next_tlm_ms, self.tlm_period_ms)
-            if time.ticks_diff(self.now_ms, self.next_tlm_ms) >= 0:
-                self.next_tlm_ms = time.ticks_add(self.now_ms, self.tlm_period_ms)
-        if self.sup.ev_count:
-            self.send_events()
+    def _loop_error(self, e):
+        # anything that escaped the request and tick guards (e.g. memory exhaustion): the
+        # actuators go safe, the fault is latched and reported, and the loop carries on
+        gc.collect()
+        try:
+            self.sup.latch(codec.FAULT_INTERNAL, _NO_LOOP, 0.0, self.now_ms)
+            self.safe_now()
+            self.log(_LOG_ERROR, "main loop: %s %s" % (type(e).__name__, e))
+        except Exception:  # noqa: BLE001, S110 - nothing more can be done; keep running
+            pass
+
+
+class BoardError(ValueError):
+    """board.json does not describe a board this firmware can run (the message says why)."""
 
 
 def main(board_path="board.json"):
-    board = boardmod.load(board_path)
+    from . import board as boardmod
+
+    try:
+        board = boardmod.load(board_path)
+    except ValueError as e:
+        raise BoardError(str(e)) from None
+    # the checker is needed once, at boot: give its RAM back
+    del sys.modules["tpfw.board"]
+    del boardmod
+    gc.collect()
     app = App(board, sys.stdin.buffer, sys.stdout.buffer)
     micropython.kbd_intr(-1)  # the console carries binary frames: 0x03 must not interrupt
     try:

@@ -2,32 +2,62 @@
 # Regenerate with: python -m thermopilot.protocol.codegen
 from micropython import const
 
-PROTOCOL_VERSION = const(1)
+PROTOCOL_VERSION = const(2)
 # schema hash split in two 16-bit halves: small ints on every port
-SCHEMA_HASH_HI = const(0x9292)
-SCHEMA_HASH_LO = const(0x7db7)
-MAX_PAYLOAD = const(61)
+SCHEMA_HASH_HI = const(0x6749)
+SCHEMA_HASH_LO = const(0xdccd)
+MAX_PAYLOAD = const(70)
+# frame header: session, seq, msg_id, len; payloads are packed at HDR
+HDR = const(4)
 
-# HELLO (sent by host): Ask the board who it is; answered by IDENTITY.
+# HELLO (sent by host): Open a session (the frame's session byte) and ask the board who it is; IDENTITY.
 #   proto_version:u8
 M_HELLO = const(0x01)
 F_HELLO = '<B'
 S_HELLO = const(1)
+O_HELLO_PROTO_VERSION = const(4)
 
-# IDENTITY (sent by board): Firmware, board, schema hash, features.
-#   req_seq:u8, proto_version:u8, fw_version:char[16], board:char[16], schema_hash:u32, features:u32, n_loops:u8, n_params:u16, tick_hz:f32
+# IDENTITY (sent by board): Firmware, board, schema hash, features, sizes.
+#   req_seq:u8, proto_version:u8, fw_version:char[16], board:char[16], schema_hash:u32, features:u32, n_loops:u8, n_params:u16, tick_hz:f32, n_sensors:u8, n_actuators:u8, max_jump_ms:u32
 M_IDENTITY = const(0x02)
-F_IDENTITY = '<BB16s16sIIBHf'
-S_IDENTITY = const(49)
+F_IDENTITY = '<BB16s16sIIBHfBBI'
+S_IDENTITY = const(55)
 
-# TELEMETRY (sent by board): One loop's state, streamed at its stream rate.
-#   loop:u8, mode:u8, t_ms:u32, setpoint:f32, measurement:f32, output:f32, p:f32, i:f32, d:f32, faults:u32
+# LOOP_INFO_REQ (sent by host): Describe loop number loop; answered by LOOP_INFO.
+#   loop:u8
+M_LOOP_INFO_REQ = const(0x03)
+F_LOOP_INFO_REQ = '<B'
+S_LOOP_INFO_REQ = const(1)
+O_LOOP_INFO_REQ_LOOP = const(4)
+
+# LOOP_INFO (sent by board): A loop: name, controller, what its setpoint and output measure, its extra fields.
+#   req_seq:u8, loop:u8, count:u8, name:char[8], controller:char[12], quantity:u8, out_quantity:u8, out_min:f32, out_max:f32, resolution:f32, n_fields:u8
+M_LOOP_INFO = const(0x04)
+F_LOOP_INFO = '<BBB8s12sBBfffB'
+S_LOOP_INFO = const(38)
+
+# FIELD_INFO_REQ (sent by host): Describe extra telemetry field index of loop; answered by FIELD_INFO.
+#   loop:u8, index:u8
+M_FIELD_INFO_REQ = const(0x05)
+F_FIELD_INFO_REQ = '<BB'
+S_FIELD_INFO_REQ = const(2)
+O_FIELD_INFO_REQ_LOOP = const(4)
+O_FIELD_INFO_REQ_INDEX = const(5)
+
+# FIELD_INFO (sent by board): Name and quantity of one extra telemetry field of a loop.
+#   req_seq:u8, loop:u8, index:u8, count:u8, name:char[12], quantity:u8
+M_FIELD_INFO = const(0x06)
+F_FIELD_INFO = '<BBBB12sB'
+S_FIELD_INFO = const(17)
+
+# TELEMETRY (sent by board): One loop's state, streamed at its stream rate; fields as FIELD_INFO describes.
+#   loop:u8, mode:u8, state:u8, t_ms:u32, setpoint:f32, measurement:f32, output:f32, p:f32, i:f32, d:f32, faults:u32, fields:f32[8]
 M_TELEMETRY = const(0x10)
-F_TELEMETRY = '<BBIffffffI'
-S_TELEMETRY = const(34)
+F_TELEMETRY = '<BBBIffffffI8f'
+S_TELEMETRY = const(67)
 
-# EVENT (sent by board): A fault latched or cleared, or a notable change.
-#   code:u16, loop:u8, latched:u8, t_ms:u32, value:f32
+# EVENT (sent by board): A fault latched or cleared, a warning or a notice (code: FAULTS or NOTICES).
+#   code:u16, loop:u8, kind:u8, t_ms:u32, value:f32
 M_EVENT = const(0x11)
 F_EVENT = '<HBBIf'
 S_EVENT = const(12)
@@ -38,23 +68,51 @@ M_LOG = const(0x12)
 F_LOG = '<B60s'
 S_LOG = const(61)
 
+# FAULT_STATUS_REQ (sent by host): Ask which faults are latched and which causes are present; FAULT_STATUS.
+#   flags:u8
+M_FAULT_STATUS_REQ = const(0x13)
+F_FAULT_STATUS_REQ = '<B'
+S_FAULT_STATUS_REQ = const(1)
+O_FAULT_STATUS_REQ_FLAGS = const(4)
+
+# FAULT_STATUS (sent by board): Latched faults, faults whose cause is present now, and the board's time.
+#   req_seq:u8, latched:u32, present:u32, trip:u32, t_ms:u32
+M_FAULT_STATUS = const(0x14)
+F_FAULT_STATUS = '<BIIII'
+S_FAULT_STATUS = const(17)
+
+# FAULT_INFO_REQ (sent by host): Describe fault bit; answered by FAULT_INFO.
+#   bit:u8
+M_FAULT_INFO_REQ = const(0x15)
+F_FAULT_INFO_REQ = '<B'
+S_FAULT_INFO_REQ = const(1)
+O_FAULT_INFO_REQ_BIT = const(4)
+
+# FAULT_INFO (sent by board): One fault: latched, present, first latch time, loop, value, times latched.
+#   req_seq:u8, bit:u8, latched:u8, present:u8, loop:u8, t_ms:u32, value:f32, count:u16
+M_FAULT_INFO = const(0x16)
+F_FAULT_INFO = '<BBBBBIfH'
+S_FAULT_INFO = const(15)
+
 # PARAM_INFO_REQ (sent by host): Describe parameter number index; answered by PARAM_INFO.
 #   index:u16
 M_PARAM_INFO_REQ = const(0x20)
 F_PARAM_INFO_REQ = '<H'
 S_PARAM_INFO_REQ = const(2)
+O_PARAM_INFO_REQ_INDEX = const(4)
 
-# PARAM_INFO (sent by board): Name, type, unit, range, default and value of a parameter.
-#   req_seq:u8, index:u16, count:u16, name:char[16], unit:char[8], type:u8, min:f32, max:f32, default:f32, value:f32
+# PARAM_INFO (sent by board): Name, type, unit, quantity, range, default and value of a parameter.
+#   req_seq:u8, index:u16, count:u16, name:char[16], unit:char[8], type:u8, quantity:u8, min:f32, max:f32, default:f32, value:f32
 M_PARAM_INFO = const(0x21)
-F_PARAM_INFO = '<BHH16s8sBffff'
-S_PARAM_INFO = const(46)
+F_PARAM_INFO = '<BHH16s8sBBffff'
+S_PARAM_INFO = const(47)
 
 # PARAM_GET (sent by host): Read a parameter by name; answered by PARAM_VALUE.
 #   name:char[16]
 M_PARAM_GET = const(0x22)
 F_PARAM_GET = '<16s'
 S_PARAM_GET = const(16)
+O_PARAM_GET_NAME = const(4)
 
 # PARAM_VALUE (sent by board): A parameter's value.
 #   req_seq:u8, index:u16, name:char[16], value:f32
@@ -67,72 +125,93 @@ S_PARAM_VALUE = const(23)
 M_PARAM_SET = const(0x24)
 F_PARAM_SET = '<16sf'
 S_PARAM_SET = const(20)
+O_PARAM_SET_NAME = const(4)
+O_PARAM_SET_VALUE = const(20)
 
-# PARAM_SAVE (sent by host): Save all parameters to flash atomically; ACK or NACK.
+# PARAM_SAVE (sent by host): Save all parameters to flash atomically; ACK (code 1: unchanged, not written).
 #   flags:u8
 M_PARAM_SAVE = const(0x25)
 F_PARAM_SAVE = '<B'
 S_PARAM_SAVE = const(1)
+O_PARAM_SAVE_FLAGS = const(4)
 
 # PARAM_DEFAULTS (sent by host): Restore every parameter to its default; ACK.
 #   flags:u8
 M_PARAM_DEFAULTS = const(0x26)
 F_PARAM_DEFAULTS = '<B'
 S_PARAM_DEFAULTS = const(1)
+O_PARAM_DEFAULTS_FLAGS = const(4)
 
-# COMMAND (sent by host): Mode, manual output, setpoint, fault reset, console release.
+# COMMAND (sent by host): Mode, manual output, setpoint, fault reset, console release, HIL start/stop.
 #   loop:u8, command:u8, value:f32
 M_COMMAND = const(0x30)
 F_COMMAND = '<BBf'
 S_COMMAND = const(6)
+O_COMMAND_LOOP = const(4)
+O_COMMAND_COMMAND = const(5)
+O_COMMAND_VALUE = const(6)
 
 # STREAM_RATE (sent by host): Set how often a message streams (Hz, 0 = off).
 #   msg_id:u8, rate_hz:f32
 M_STREAM_RATE = const(0x31)
 F_STREAM_RATE = '<Bf'
 S_STREAM_RATE = const(5)
+O_STREAM_RATE_MSG_ID = const(4)
+O_STREAM_RATE_RATE_HZ = const(5)
 
-# HIL_SENSORS (sent by host): Lockstep: simulated time and sensor values.
-#   t_ms:u32, valid:u16, values:f32[8]
+# HIL_SENSORS (sent by host): Lockstep: simulated time and raw sensor signals (ADC fraction, volts or SI).
+#   t_ms:u32, valid:u16, values:f32[16]
 M_HIL_SENSORS = const(0x40)
-F_HIL_SENSORS = '<IH8f'
-S_HIL_SENSORS = const(38)
+F_HIL_SENSORS = '<IH16f'
+S_HIL_SENSORS = const(70)
+O_HIL_SENSORS_T_MS = const(4)
+O_HIL_SENSORS_VALID = const(8)
+O_HIL_SENSORS_VALUES = const(10)
 
-# HIL_ACTUATORS (sent by board): Lockstep answer: actuator outputs at t_ms.
-#   req_seq:u8, t_ms:u32, ticks:u16, faults:u32, outputs:f32[4]
+# HIL_ACTUATORS (sent by board): Lockstep answer: actuator outputs at t_ms, in each actuator's unit.
+#   req_seq:u8, t_ms:u32, ticks:u16, faults:u32, outputs:f32[8]
 M_HIL_ACTUATORS = const(0x41)
-F_HIL_ACTUATORS = '<BIHI4f'
-S_HIL_ACTUATORS = const(27)
+F_HIL_ACTUATORS = '<BIHI8f'
+S_HIL_ACTUATORS = const(43)
 
-# UPLOAD_BEGIN (sent by host): Start a chunked upload to a slot (e.g. an MPC model).
+# UPLOAD_BEGIN (sent by host): Start a chunked upload to a slot 0..7 (e.g. an MPC model).
 #   slot:u8, total_len:u32, crc32:u32
 M_UPLOAD_BEGIN = const(0x50)
 F_UPLOAD_BEGIN = '<BII'
 S_UPLOAD_BEGIN = const(9)
+O_UPLOAD_BEGIN_SLOT = const(4)
+O_UPLOAD_BEGIN_TOTAL_LEN = const(5)
+O_UPLOAD_BEGIN_CRC32 = const(9)
 
 # UPLOAD_CHUNK (sent by host): Upload data at offset; n bytes of data are used.
 #   slot:u8, offset:u32, n:u8, data:char[48]
 M_UPLOAD_CHUNK = const(0x51)
 F_UPLOAD_CHUNK = '<BIB48s'
 S_UPLOAD_CHUNK = const(54)
+O_UPLOAD_CHUNK_SLOT = const(4)
+O_UPLOAD_CHUNK_OFFSET = const(5)
+O_UPLOAD_CHUNK_N = const(9)
+O_UPLOAD_CHUNK_DATA = const(10)
 
 # UPLOAD_END (sent by host): Finish an upload; the board checks length and CRC-32.
 #   slot:u8
 M_UPLOAD_END = const(0x52)
 F_UPLOAD_END = '<B'
 S_UPLOAD_END = const(1)
+O_UPLOAD_END_SLOT = const(4)
 
 # LINK_STATS_REQ (sent by host): Ask for the board's link counters.
 #   flags:u8
 M_LINK_STATS_REQ = const(0x60)
 F_LINK_STATS_REQ = '<B'
 S_LINK_STATS_REQ = const(1)
+O_LINK_STATS_REQ_FLAGS = const(4)
 
 # LINK_STATS (sent by board): The board's link counters.
-#   req_seq:u8, rx_ok:u32, rx_bad_crc:u32, rx_bad_cobs:u32, rx_bad_len:u32, rx_dropped:u32, rx_overflow:u32, rx_duplicate:u32, tx_frames:u32
+#   req_seq:u8, rx_ok:u32, rx_bad_crc:u32, rx_bad_cobs:u32, rx_bad_len:u32, rx_dropped:u32, rx_overflow:u32, rx_duplicate:u32, tx_frames:u32, hil_rejected:u32, handler_errors:u32, events_lost:u32
 M_LINK_STATS = const(0x61)
-F_LINK_STATS = '<BIIIIIIII'
-S_LINK_STATS = const(33)
+F_LINK_STATS = '<BIIIIIIIIIII'
+S_LINK_STATS = const(45)
 
 # ACK (sent by board): A request succeeded.
 #   req_seq:u8, req_msg:u8, code:u8
@@ -140,14 +219,14 @@ M_ACK = const(0x7e)
 F_ACK = '<BBB'
 S_ACK = const(3)
 
-# NACK (sent by board): A request failed: error code, offending value and allowed range.
-#   req_seq:u8, req_msg:u8, code:u8, value:f32, min:f32, max:f32
+# NACK (sent by board): A request failed: error code, offending value, allowed range, conflicting parameter.
+#   req_seq:u8, req_msg:u8, code:u8, value:f32, min:f32, max:f32, other:u16
 M_NACK = const(0x7f)
-F_NACK = '<BBBfff'
-S_NACK = const(15)
+F_NACK = '<BBBfffH'
+S_NACK = const(17)
 
 # payload size by message id (0 = unknown id)
-SIZE_BY_ID = b'\x00\x011\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"\x0c=\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02.\x10\x17\x14\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x06\x05\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00&\x1b\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\t6\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01!\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x03\x0f'
+SIZE_BY_ID = b'\x00\x017\x01&\x02\x11\x00\x00\x00\x00\x00\x00\x00\x00\x00C\x0c=\x01\x11\x01\x0f\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02/\x10\x17\x14\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x06\x05\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00F+\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\t6\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01-\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x03\x11\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00'
 
 FAULT_SENSOR_OPEN = const(0)
 FAULT_SENSOR_SHORT = const(1)
@@ -157,6 +236,41 @@ FAULT_HOST_LOST = const(4)
 FAULT_STALE_SETPOINT = const(5)
 FAULT_PARAMS_CORRUPT = const(6)
 FAULT_LOOP_OVERRUN = const(7)
+FAULT_SENSOR_STUCK = const(8)
+FAULT_SENSOR_RATE = const(9)
+FAULT_SENSOR_DRIFT = const(10)
+FAULT_CONTROL_INEFFECTIVE = const(11)
+FAULT_ACTUATOR_FEEDBACK = const(12)
+FAULT_INTERNAL = const(13)
+FAULT_LOW_SUPERHEAT = const(14)
+FAULT_LOP = const(15)
+FAULT_MOP = const(16)
+FAULT_HIGH_CONDENSING = const(17)
+FAULT_CHARGE_LOSS = const(18)
+FAULT_THERMAL_RUNAWAY = const(19)
+FAULT_COOLING_LOST = const(20)
+FAULT_PUMP_FAILURE = const(21)
+FAULT_COOLANT_LEAK = const(22)
+FAULT_DRYOUT = const(23)
+FAULT_JUNCTION_OVER_TEMPERATURE = const(24)
+FAULT_OVER_PRESSURE = const(25)
+
+NOTICE_C_CORE_MISSING = const(32)
+NOTICE_CONTROLLER_FALLBACK = const(33)
+NOTICE_PARAMS_REFUSED = const(34)
+NOTICE_PROTECTOR_ACTIVE = const(35)
+NOTICE_RUNAWAY_WARNING = const(36)
+NOTICE_DERATE_REQUEST = const(37)
+NOTICE_POWER_CAP = const(38)
+NOTICE_HIL_STARTED = const(39)
+NOTICE_HIL_STOPPED = const(40)
+NOTICE_SETPOINT_ADAPTED = const(41)
+NOTICE_SENSOR_DEGRADED = const(42)
+
+EVENT_CLEARED = const(0)
+EVENT_LATCHED = const(1)
+EVENT_NOTICE = const(2)
+EVENT_WARNING = const(3)
 
 MODE_OFF = const(0)
 MODE_MANUAL = const(1)
@@ -169,6 +283,8 @@ CMD_MANUAL_OUTPUT = const(2)
 CMD_FAULT_RESET = const(3)
 CMD_SETPOINT = const(4)
 CMD_RELEASE_CONSOLE = const(5)
+CMD_HIL_START = const(6)
+CMD_HIL_STOP = const(7)
 
 ERR_UNKNOWN_MESSAGE = const(1)
 ERR_BAD_LENGTH = const(2)
@@ -181,10 +297,33 @@ ERR_FLASH_ERROR = const(8)
 ERR_UPLOAD_CRC = const(9)
 ERR_UPLOAD_ORDER = const(10)
 ERR_FAULTED = const(11)
+ERR_INTERNAL = const(12)
+ERR_TIME_JUMP = const(13)
+ERR_CONFLICT = const(14)
+ERR_NOT_HIL = const(15)
 
 PTYPE_F32 = const(0)
 PTYPE_I32 = const(1)
 PTYPE_BOOL = const(2)
+
+Q_NONE = const(0)
+Q_TEMPERATURE = const(1)
+Q_TEMPERATURE_DIFFERENCE = const(2)
+Q_PRESSURE = const(3)
+Q_FRACTION = const(4)
+Q_STEPS = const(5)
+Q_SPEED = const(6)
+Q_POWER = const(7)
+Q_CURRENT = const(8)
+Q_FLOW = const(9)
+Q_RATE = const(10)
+Q_TIME = const(11)
+Q_GAIN = const(12)
+Q_VOLTAGE = const(13)
+Q_CONCENTRATION = const(14)
+Q_STATE = const(15)
+Q_COUNT = const(16)
+Q_ENERGY = const(17)
 
 FEATURE_C_CORE = const(0)
 FEATURE_HIL = const(1)

@@ -1,13 +1,15 @@
 # Board side of the ThermoPilot framing: COBS + 0x00 delimiter around
-# seq | msg_id | len | payload | crc32 (see protocol/framing.py, the host side).
+# session | seq | msg_id | len | payload | crc32 (see protocol/framing.py, the host side).
 # Buffers are made once; COBS and CRC-32 run in viper over them, so a frame costs no heap.
+from array import array
+
 import micropython
 from micropython import const
 
 from . import codec
 
-_HDR = const(3)
-_MAX_FRAME = 3 + codec.MAX_PAYLOAD + 4
+_HDR = const(4)
+_MAX_FRAME = 4 + codec.MAX_PAYLOAD + 4
 _MAX_ENC = _MAX_FRAME + 2
 
 _crc_table = None
@@ -57,6 +59,38 @@ def _crc_ok(buf: ptr8, n: int, table: ptr32) -> bool:
         and buf[n + 2] == ((c >> 16) & 0xFF)
         and buf[n + 3] == ((c >> 24) & 0xFF)
     )
+
+
+@micropython.viper
+def _copy(dst: ptr8, src: ptr8, n: int):
+    i = 0
+    while i < n:
+        dst[i] = src[i]
+        i += 1
+
+
+copy = _copy
+
+
+@micropython.viper
+def copy_at(dst: ptr8, src: ptr8, off: int, n: int):
+    # dst[0:n] = src[off:off + n], without a slice or a memoryview
+    i = 0
+    while i < n:
+        dst[i] = src[off + i]
+        i += 1
+
+
+@micropython.viper
+def get_u16(buf: ptr8, off: int) -> int:
+    # little-endian u16 field of a frame
+    return buf[off] | (buf[off + 1] << 8)
+
+
+@micropython.viper
+def get_u30(buf: ptr8, off: int) -> int:
+    # little-endian u32 field of a frame, cut to 30 bits: a small int on every port
+    return buf[off] | (buf[off + 1] << 8) | (buf[off + 2] << 16) | ((buf[off + 3] & 0x3F) << 24)
 
 
 @micropython.viper
@@ -128,8 +162,16 @@ def _table():
     return _crc_table
 
 
+_SESSIONS = const(4)  # host programs the board keeps link state for (LRU)
+
+
 class Link:
-    """Frames in and out over a pair of byte streams, with link-health counters."""
+    """Frames in and out over a pair of byte streams, with link-health counters.
+
+    Link state (last sequence number seen, the last answer kept for retries) belongs to a
+    session: the header's session byte, opened by HELLO. A few sessions are kept, least
+    recently used first out, so two programs sharing a board never see each other's answers
+    and a new session's first sequence number never counts as a gap."""
 
     def __init__(self, write):
         self._table = _table()
@@ -141,12 +183,25 @@ class Link:
         self.rx_mv = memoryview(self.rx)
         self.tx = bytearray(_MAX_FRAME)
         self.tx_enc = bytearray(_MAX_ENC + 2)
-        mv = memoryview(self.tx_enc)
-        # one view per possible frame length, made now so that sending allocates nothing
-        self.tx_views = [mv[:i] for i in range(_MAX_ENC + 2)]
+        self._tx_mv = memoryview(self.tx_enc)
+        # a view per encoded frame length, made now so that sending allocates nothing; a frame
+        # shorter than 254 bytes always grows by exactly one byte in COBS, plus the delimiter
+        self.tx_views = {}
+        for size in codec.SIZE_BY_ID:
+            n = _HDR + size + 4 + 2
+            if size and n not in self.tx_views:
+                self.tx_views[n] = self._tx_mv[:n]
         self.tx_seq = 0
         self.tx_n = 0
-        self.last_rx_seq = -1
+        # per session: id (-1 free), last seq, last request key, last answer, LRU stamp
+        self.s_id = array("h", [-1] * _SESSIONS)
+        self.s_seq = array("h", [-1] * _SESSIONS)
+        self.s_req = array("i", [-1] * _SESSIONS)
+        self.s_ans = [bytearray(_MAX_ENC + 2) for _ in range(_SESSIONS)]
+        self.s_ans_n = array("H", [0] * _SESSIONS)
+        self.s_used = array("I", [0] * _SESSIONS)
+        self._stamp = 0
+        self.slot = 0  # session slot of the frame in self.rx
         # counters: ok, bad_crc, bad_cobs, bad_len, dropped, overflow, duplicate, tx
         self.rx_ok = 0
         self.rx_bad_crc = 0
@@ -158,8 +213,10 @@ class Link:
         self.tx_frames = 0
 
     def feed_byte(self, b):
-        """Take one received byte. Returns the payload length of a good frame (the frame is
-        then in self.rx: seq, msg_id, len, payload) or -1 when no frame is complete."""
+        """Take one received byte. Returns the payload length of a frame whose COBS and CRC
+        are good (the frame is then in self.rx: session, seq, msg_id, len, payload, and
+        self.slot is its session's slot) or -1 when no frame is complete. The caller checks
+        msg_id and length against the codec and answers a mismatch with a NACK."""
         if b != 0:
             if self.rx_n < _MAX_ENC:
                 self.rx_enc[self.rx_n] = b
@@ -186,32 +243,87 @@ class Link:
             self.rx_bad_crc += 1
             return -1
         rx = self.rx
-        length = rx[2]
-        msg_id = rx[1]
-        if (
-            length != m - _HDR - 4
-            or msg_id >= len(codec.SIZE_BY_ID)
-            or codec.SIZE_BY_ID[msg_id] != length
-        ):
+        length = rx[3]
+        if length != m - _HDR - 4:
             self.rx_bad_len += 1
             return -1
         self.rx_ok += 1
-        seq = rx[0]
-        if self.last_rx_seq >= 0 and seq != self.last_rx_seq:
+        k = self._session(rx[0], rx[2] == codec.M_HELLO)
+        self.slot = k
+        seq = rx[1]
+        last = self.s_seq[k]
+        if last >= 0 and seq != last:
             # a repeated seq is a retry, not a gap
-            self.rx_dropped += (seq - self.last_rx_seq - 1) & 0xFF
-        self.last_rx_seq = seq
+            self.rx_dropped += (seq - last - 1) & 0xFF
+        self.s_seq[k] = seq
         return length
 
+    def _session(self, sid, fresh):
+        # the slot of session sid; a HELLO (fresh) starts its link state anew
+        self._stamp = (self._stamp + 1) & 0x3FFFFFFF  # stays a small int on every port
+        ids = self.s_id
+        k = -1
+        for i in range(_SESSIONS):
+            if ids[i] == sid:
+                k = i
+                break
+        if k < 0:
+            k = 0
+            for i in range(1, _SESSIONS):
+                if self.s_used[i] < self.s_used[k]:
+                    k = i
+            ids[k] = sid
+            fresh = True
+        if fresh:
+            self.s_seq[k] = -1
+            self.s_req[k] = -1
+            self.s_ans_n[k] = 0
+        self.s_used[k] = self._stamp
+        return k
+
+    def is_retry(self):
+        """True when the frame in self.rx repeats its session's last answered request."""
+        rx = self.rx
+        return self.s_req[self.slot] == ((rx[1] << 8) | rx[2])
+
+    def resend(self):
+        """Send the cached answer of the frame's session again (a retry: done only once)."""
+        k = self.slot
+        n = self.s_ans_n[k]
+        self.rx_duplicate += 1
+        _copy(self.tx_enc, self.s_ans[k], n)
+        self._write(self._view(n))
+        self.tx_frames += 1
+
+    def answer(self, msg_id, size):
+        """Send the payload packed at self.tx[HDR:HDR+size] as the answer to the frame in
+        self.rx (same session) and keep it for a retry of that request."""
+        rx = self.rx
+        k = self.slot
+        self._send(msg_id, size, rx[0])
+        _copy(self.s_ans[k], self.tx_enc, self.tx_n)
+        self.s_ans_n[k] = self.tx_n
+        self.s_req[k] = (rx[1] << 8) | rx[2]
+
     def send(self, msg_id, size):
-        """Send the payload already packed at self.tx[3:3+size] as message msg_id."""
+        """Broadcast the payload packed at self.tx[HDR:HDR+size] (session 0)."""
+        self._send(msg_id, size, 0)
+
+    def _send(self, msg_id, size, session):
         tx = self.tx
-        tx[0] = self.tx_seq
-        tx[1] = msg_id
-        tx[2] = size
+        tx[0] = session
+        tx[1] = self.tx_seq
+        tx[2] = msg_id
+        tx[3] = size
         self.tx_seq = (self.tx_seq + 1) & 0xFF
         _crc_store(tx, _HDR + size, self._table)
         n = cobs_encode(tx, _HDR + size + 4, self.tx_enc)
         self.tx_n = n
-        self._write(self.tx_views[n])
+        self._write(self._view(n))
         self.tx_frames += 1
+
+    def _view(self, n):
+        v = self.tx_views.get(n)
+        if v is None:
+            v = self.tx_views[n] = self._tx_mv[:n]
+        return v
