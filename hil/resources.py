@@ -1,5 +1,6 @@
 """Where the firmware, board definitions and bundled scenarios live (source tree or install)."""
 
+import hashlib
 import importlib.util
 import json
 import pathlib
@@ -54,17 +55,72 @@ def firmware_files():
     return files
 
 
+#: where the board keeps the C core; firmware/tpfw/core.py imports it from there
+NATIVE_REMOTE = "lib/tpfw/tpcore.mpy"
+
+
+def native_module(board):
+    """The C core `tpcore` built for a board's ``mpy_arch``.
+
+    Parameters
+    ----------
+    board : dict
+        A loaded board definition.
+
+    Returns
+    -------
+    (pathlib.Path or None, str)
+        The committed ``firmware/tpcore_mpy/ARCH/tpcore.mpy`` and ``""``, or None and why
+        there is none (the board then runs the MicroPython fallback).
+    """
+    arch = board.get("mpy_arch")
+    if not arch:
+        return None, "the board definition names no mpy_arch"
+    path = firmware_dir() / "tpcore_mpy" / arch / "tpcore.mpy"
+    if path.exists():
+        return path, ""
+    why = ""
+    manifest = firmware_dir() / "tpcore_mpy" / "manifest.json"
+    if manifest.exists():
+        why = json.loads(manifest.read_text()).get("not_built", {}).get(arch, "")
+    return None, "no tpcore module built for %s%s" % (arch, " (%s)" % why if why else "")
+
+
+def native_stamp(module):
+    """Text of ``tpcore.sha256``, written beside the module on the board: ``"<sha256> <bytes>"``.
+
+    firmware/tpfw/core.py imports the module only when it matches, because MicroPython's
+    loader hangs on a truncated native .mpy (a copy cut short)."""
+    data = pathlib.Path(module).read_bytes()
+    return "%s %d\n" % (hashlib.sha256(data).hexdigest(), len(data))
+
+
 _MKDIRS = (
     "import os\nfor d in ('lib', 'lib/tpfw'):\n"
     "    try:\n        os.mkdir(d)\n    except OSError:\n        pass\n"
 )
 
 
-def deploy_args(board):
+def _remove(*paths):
+    return "".join("try:\n    os.remove(%r)\nexcept OSError:\n    pass\n" % p for p in paths)
+
+
+def deploy_args(board, native=True):
     """mpremote arguments (after ``connect PORT resume``) that install the firmware and the
-    board definition: make lib/tpfw if missing, then copy every file."""
-    args = ["exec", _MKDIRS]
+    board definition: make lib/tpfw if missing, then copy every file, and the C core built
+    for the board's architecture if there is one and ``native`` is true.
+
+    The module's stamp goes first out and last in, so a copy cut short leaves a module the
+    firmware does not import; without a module to copy, one left by an earlier deploy is
+    removed: what runs is what deploy said."""
+    module = native_module(load_board(board))[0] if native else None
+    stamp = NATIVE_REMOTE[:-4] + ".sha256"
+    args = ["exec", _MKDIRS + _remove(stamp) + ("" if module else _remove(NATIVE_REMOTE))]
     for local, remote in firmware_files():
         args += ["+", "fs", "cp", str(local), ":" + remote]
+    if module:
+        args += ["+", "fs", "cp", str(module), ":" + NATIVE_REMOTE]
+        write = "with open(%r, 'w') as f:\n    f.write(%r)\n" % (stamp, native_stamp(module))
+        args += ["+", "exec", write]
     args += ["+", "fs", "cp", str(board_path(board)), ":board.json"]
     return args
