@@ -434,6 +434,10 @@ def cmd_hil_run(args):
             st["host_retries"],
         )
     )
+    console.print(
+        "control core on the board: %s"
+        % ("C (tpcore)" if "c_core" in _features(result.board.features) else "MicroPython")
+    )
     for e in result.events:
         console.print(
             "event t=%.1f s: %s" % (e.t_ms / 1000.0, report.FAULT_NAMES.get(e.code, e.code))

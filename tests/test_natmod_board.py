@@ -121,6 +121,8 @@ def test_demo_scenario_same_trajectory_with_and_without_the_module(tmp_path):
             "battery_hold", tmp_path / (flag or "native"), *([flag] if flag else [])
         )
         assert res.returncode == 0, res.stdout + res.stderr
+        core = "MicroPython" if flag else "C (tpcore)"
+        assert "control core on the board: %s\n" % core in res.stdout, res.stdout
         runs[flag] = np.genfromtxt(out / "rows.csv", delimiter=",", names=True)
     a, b = runs[""], runs["--no-native"]
     assert len(a) == len(b) > 1000
