@@ -5,7 +5,7 @@
 #   NATIVE         True when the C core is in use
 #   NATIVE_REASON  "" when it is, else a short reason for the fallback (no module, a module
 #                  built for another CPU or another MicroPython .mpy version, a binding of
-#                  another API version)
+#                  another API version); at most 60 characters, so it fits a LOG frame
 #   tpcore         the module, or None
 #
 # Whatever is wrong with the file, importing this module never raises: the board runs the
@@ -49,9 +49,9 @@ def _file_problem(path):
             want_hash, want_size = f.read().split()
         want_size = int(want_size)
     except (OSError, ValueError):
-        return "tpcore.mpy not checked: no valid tpcore.sha256 beside it (thermopilot deploy)"
+        return "tpcore.mpy unchecked: no valid tpcore.sha256 beside it"
     if size != want_size:
-        return "tpcore.mpy has %d bytes, its stamp says %d (copy cut short?)" % (size, want_size)
+        return "tpcore.mpy: %d bytes, stamp says %d (copy cut short?)" % (size, want_size)
     try:
         from binascii import hexlify
         from hashlib import sha256
@@ -75,7 +75,7 @@ def _load():
     try:
         problem = _file_problem(_here() + "/tpcore.mpy")
     except Exception as exc:  # noqa: BLE001 - a file system error must not stop the boot
-        problem = "tpcore.mpy not checked: %s" % exc
+        problem = "tpcore.mpy unchecked: %s" % exc
     if problem:
         NATIVE_REASON = problem
         return
@@ -112,3 +112,4 @@ def _load():
 
 
 _load()
+NATIVE_REASON = NATIVE_REASON[:60]
