@@ -118,7 +118,7 @@ def board_fs(tmp, native):
     for p in (ROOT / "firmware" / "tpfw").glob("*.py"):
         shutil.copy(p, lib / "tpfw" / p.name)
     if native:
-        module = MPY / "x64" / "tpcore.mpy"
+        module = MPY / "tpcore-x64.mpy"
         shutil.copy(module, lib / "tpfw" / "tpcore.mpy")
         (lib / "tpfw" / "tpcore.sha256").write_text(resources.native_stamp(module))
     return lib

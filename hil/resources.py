@@ -70,13 +70,13 @@ def native_module(board):
     Returns
     -------
     (pathlib.Path or None, str)
-        The committed ``firmware/tpcore_mpy/ARCH/tpcore.mpy`` and ``""``, or None and why
+        The committed ``firmware/tpcore_mpy/tpcore-ARCH.mpy`` and ``""``, or None and why
         there is none (the board then runs the MicroPython fallback).
     """
     arch = board.get("mpy_arch")
     if not arch:
         return None, "the board definition names no mpy_arch"
-    path = firmware_dir() / "tpcore_mpy" / arch / "tpcore.mpy"
+    path = firmware_dir() / "tpcore_mpy" / ("tpcore-%s.mpy" % arch)
     if path.exists():
         return path, ""
     why = ""

@@ -15,7 +15,7 @@ from thermopilot.hil.vboard import VirtualBoard
 
 THERMOPILOT = [sys.executable, "-m", "thermopilot.host.cli"]
 ROOT = Path(__file__).resolve().parent.parent
-X64 = ROOT / "firmware" / "tpcore_mpy" / "x64" / "tpcore.mpy"
+X64 = ROOT / "firmware" / "tpcore_mpy" / "tpcore-x64.mpy"
 
 
 def run_cli(*args, timeout=120):

@@ -81,7 +81,7 @@ def test_module_file_matches_the_manifest(arch):
     data = (MPY / entry["file"]).read_bytes()
     assert hashlib.sha256(data).hexdigest() == entry["sha256"], REBUILD
     assert len(data) == entry["bytes"]
-    assert entry["file"] == "%s/tpcore.mpy" % arch
+    assert entry["file"] == "tpcore-%s.mpy" % arch
     assert "make -C firmware/native/natmod ARCH=%s" % arch in entry["command"]
 
 
@@ -109,12 +109,12 @@ def test_pinned_micropython_is_the_one_pyproject_names(pinned_mpy):
 
 @pytest.mark.parametrize("arch", sorted(MANIFEST["modules"]))
 def test_module_abi_matches_the_pinned_micropython(arch, pinned_mpy):
-    data = (MPY / arch / "tpcore.mpy").read_bytes()
+    data = (MPY / ("tpcore-%s.mpy" % arch)).read_bytes()
     assert data[0:1] == b"M"
     version, sub, code = data[1], data[2] & 3, (data[2] >> 2) & 0x2F
-    assert code == ARCH_CODES[arch], "%s/tpcore.mpy is built for arch code %d" % (arch, code)
+    assert code == ARCH_CODES[arch], "tpcore-%s.mpy is built for arch code %d" % (arch, code)
     assert (version, sub) == pinned_mpy[:2], (
-        "%s/tpcore.mpy is .mpy v%d.%d but the pinned MicroPython loads native code of v%d.%d "
+        "tpcore-%s.mpy is .mpy v%d.%d but the pinned MicroPython loads native code of v%d.%d "
         "only; %s" % (arch, version, sub, pinned_mpy[0], pinned_mpy[1], REBUILD)
     )
     entry = MANIFEST["modules"][arch]
@@ -131,7 +131,7 @@ def test_every_board_gets_its_module_or_a_reason(name):
     board = resources.load_board(name)
     module, why = resources.native_module(board)
     if board["mpy_arch"] in MANIFEST["modules"]:
-        assert module == MPY / board["mpy_arch"] / "tpcore.mpy"
+        assert module == MPY / ("tpcore-%s.mpy" % board["mpy_arch"])
         assert "+ fs cp %s :lib/tpfw/tpcore.mpy" % module in " ".join(resources.deploy_args(name))
     else:
         assert module is None and board["mpy_arch"] in why

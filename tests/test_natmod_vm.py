@@ -31,7 +31,7 @@ from thermopilot.host.control import MPC, PID
 ROOT = Path(__file__).resolve().parent.parent
 MPY = ROOT / "firmware" / "tpcore_mpy"
 MANIFEST = json.loads((MPY / "manifest.json").read_text())
-X64 = (MPY / "x64" / "tpcore.mpy").read_bytes()
+X64 = (MPY / "tpcore-x64.mpy").read_bytes()
 vm_settings = settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
@@ -422,8 +422,8 @@ def _patched(offset, value):
     return bytes(data)
 
 
-ARMV6M = (MPY / "armv6m" / "tpcore.mpy").read_bytes()
-RV32IMC = (MPY / "rv32imc" / "tpcore.mpy").read_bytes()
+ARMV6M = (MPY / "tpcore-armv6m.mpy").read_bytes()
+RV32IMC = (MPY / "tpcore-rv32imc.mpy").read_bytes()
 SUB_V2 = _patched(2, (X64[2] & ~3) | 2)  # .mpy v6.2: another MicroPython's native ABI
 V5 = _patched(1, 5)
 

@@ -3,7 +3,7 @@
 Run through ``make natmod MPY_DIR=/path/to/micropython`` (a MicroPython source tree: the
 public micropython/micropython repository). For each architecture this runs the Makefile
 beside this file (MicroPython's py/dynruntime.mk), checks the .mpy header, copies the file to
-``firmware/tpcore_mpy/ARCH/tpcore.mpy`` and writes ``firmware/tpcore_mpy/manifest.json``:
+``firmware/tpcore_mpy/tpcore-ARCH.mpy`` and writes ``firmware/tpcore_mpy/manifest.json``:
 architecture, .mpy version, SHA-256 of every C source and of the .mpy, compiler, build
 command and the MicroPython commit. The test suite checks the committed files against it,
 so a change to the C core fails the tests until this is run again.
@@ -218,11 +218,11 @@ def main(argv=None):
                 "natmod: %s built a .mpy v%d.%d for %s, expected v%d.%d for %s"
                 % ((arch, version, sub, got_arch) + want)
             )
-        dest = OUT / arch / "tpcore.mpy"
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest = OUT / ("tpcore-%s.mpy" % arch)
+        OUT.mkdir(parents=True, exist_ok=True)
         dest.write_bytes(data)
         modules[arch] = {
-            "file": "%s/tpcore.mpy" % arch,
+            "file": dest.name,
             "boards": BOARDS.get(arch, ""),
             "sha256": hashlib.sha256(data).hexdigest(),
             "bytes": len(data),
