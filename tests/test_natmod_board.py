@@ -49,7 +49,7 @@ def test_virtual_board_runs_the_module_by_default_and_deploy_can_leave_it_out(tm
         # and back
         res = run_cli("deploy", "--board", "virtual", "--port", vb.port)
         assert res.returncode == 0, res.stdout + res.stderr
-        assert "x64/tpcore.mpy -> :lib/tpfw/tpcore.mpy" in res.stdout
+        assert "tpcore-x64.mpy -> :lib/tpfw/tpcore.mpy" in res.stdout
         vb.run_app()
         assert "c_core" in features(vb.port)
 
@@ -96,7 +96,7 @@ def test_deploy_says_which_module_it_copies():
     module, why = resources.native_module(resources.load_board("esp32_devkitc"))
     assert module is None and why.startswith("no tpcore module built for xtensawin")
     module, _ = resources.native_module(resources.load_board("rpi_pico"))
-    assert module.parent.name == "armv6m"
+    assert module.name == "tpcore-armv6m.mpy"
 
 
 def hil_run(name, out_dir, *extra):
