@@ -8,7 +8,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 NATIVE := $(wildcard firmware/native/*.c firmware/native/*.h) host/native_build.py
 
 .PHONY: demo test setup system-packages bench bench-protocol bench-control bench-plants \
-	bench-firmware lint clean
+	bench-firmware bench-natmod lint clean natmod
 
 demo: setup
 	@$(VENV)/bin/thermopilot hil run hil/scenarios/battery_hold.toml
@@ -37,7 +37,7 @@ system-packages:
 	  $(SUDO) apt-get install -y -q gcc-arm-none-eabi gcc-riscv64-unknown-elf valgrind >/dev/null; \
 	fi
 
-bench: bench-protocol bench-control bench-plants bench-firmware
+bench: bench-protocol bench-control bench-plants bench-firmware bench-natmod
 
 bench-protocol: setup
 	@$(PY) benchmarks/bench_protocol.py
@@ -50,6 +50,23 @@ bench-plants: setup
 
 bench-firmware: setup
 	@$(PY) benchmarks/bench_firmware.py
+
+bench-natmod: setup
+	@$(PY) benchmarks/bench_natmod.py
+
+# The C core as MicroPython dynamic native modules (.mpy), one per board architecture, into
+# firmware/tpcore_mpy/ with its manifest. Needs a MicroPython source tree (git clone
+# https://github.com/micropython/micropython) and the cross compilers; CI never runs this,
+# it tests the committed files. Default: x64 armv6m armv7emsp rv32imc, and xtensawin (classic
+# ESP32) where Espressif's toolchain is on PATH; NATMOD_ARCHS="..." picks some.
+NATMOD_ARCHS ?=
+natmod: setup
+	@if [ -z "$(MPY_DIR)" ]; then \
+	  echo "usage: make natmod MPY_DIR=/path/to/micropython (see boards/custom-firmware.md)"; \
+	  exit 2; fi
+	@$(PY) -c "import elftools, ar" 2>/dev/null || \
+	  $(PY) -m pip install -qq --disable-pip-version-check -e '.[natmod]'
+	@$(PY) firmware/native/natmod/build.py --mpy-dir "$(MPY_DIR)" $(NATMOD_ARCHS)
 
 lint: setup
 	@$(VENV)/bin/ruff check --quiet .

@@ -106,6 +106,46 @@ def cache_dir():
     return pathlib.Path(base) / "thermopilot"
 
 
+#: where the board keeps the C core; firmware/tpfw/core.py imports it from there
+NATIVE_REMOTE = "lib/tpfw/tpcore.mpy"
+
+
+def native_module(board):
+    """The C core `tpcore` built for a board's ``mpy_arch``.
+
+    Parameters
+    ----------
+    board : dict
+        A loaded board definition.
+
+    Returns
+    -------
+    (pathlib.Path or None, str)
+        The committed ``firmware/tpcore_mpy/tpcore-ARCH.mpy`` and ``""``, or None and why
+        there is none (the board then runs the MicroPython fallback).
+    """
+    arch = board.get("mpy_arch")
+    if not arch:
+        return None, "the board definition names no mpy_arch"
+    path = firmware_dir() / "tpcore_mpy" / ("tpcore-%s.mpy" % arch)
+    if path.exists():
+        return path, ""
+    why = ""
+    manifest = firmware_dir() / "tpcore_mpy" / "manifest.json"
+    if manifest.exists():
+        why = json.loads(manifest.read_text()).get("not_built", {}).get(arch, "")
+    return None, "no tpcore module built for %s%s" % (arch, " (%s)" % why if why else "")
+
+
+def native_stamp(module):
+    """Text of ``tpcore.sha256``, written beside the module on the board: ``"<sha256> <bytes>"``.
+
+    firmware/tpfw/core.py imports the module only when it matches, because MicroPython's
+    loader hangs on a truncated native .mpy (a copy cut short)."""
+    data = pathlib.Path(module).read_bytes()
+    return "%s %d\n" % (hashlib.sha256(data).hexdigest(), len(data))
+
+
 # make lib/tpfw and remove what an earlier deploy left there, so that a stale .py (which
 # MicroPython imports before a .mpy of the same name) never shadows the new image
 _PREPARE = (
@@ -116,14 +156,31 @@ _PREPARE = (
 )
 
 
-def deploy_args(board, compiled=True):
+def _remove(*paths):
+    return "".join("try:\n    os.remove(%r)\nexcept OSError:\n    pass\n" % p for p in paths)
+
+
+def deploy_args(board, compiled=True, native=True, arch=None):
     """mpremote arguments (after ``connect PORT resume``) that install the firmware and the
-    board definition: prepare lib/tpfw, then copy every file (.mpy compiled for the board's
-    ``mpy_arch`` unless ``compiled`` is False)."""
-    arch = load_board(board).get("mpy_arch") if compiled else None
-    args = ["exec", _PREPARE]
+    board definition: prepare lib/tpfw (what an earlier deploy left there is removed), then copy
+    every file (.mpy compiled for the board's ``mpy_arch`` unless ``compiled`` is False), and
+    the C core built for the board's architecture if there is one and ``native`` is true.
+    ``arch`` overrides the architecture the firmware is compiled for (the virtual board's VM is
+    x64 whatever board it plays).
+
+    The module's stamp goes first out and last in, so a copy cut short leaves a module the
+    firmware does not import: what runs is what deploy said."""
+    b = load_board(board)
+    arch = (arch or b.get("mpy_arch")) if compiled else None
+    module = native_module(b)[0] if native else None
+    stamp = NATIVE_REMOTE[:-4] + ".sha256"
+    args = ["exec", _PREPARE + _remove(stamp) + ("" if module else _remove(NATIVE_REMOTE))]
     for local, remote in firmware_files(arch):
         args += ["+", "fs", "cp", str(local), ":" + remote]
+    if module:
+        args += ["+", "fs", "cp", str(module), ":" + NATIVE_REMOTE]
+        write = "with open(%r, 'w') as f:\n    f.write(%r)\n" % (stamp, native_stamp(module))
+        args += ["+", "exec", write]
     args += ["+", "fs", "cp", str(board_path(board)), ":board.json"]
     return args
 

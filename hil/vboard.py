@@ -27,6 +27,8 @@ from . import resources
 #: 67 KB on a 32-bit MicroPython build of the same version (x1.44), so 160 KB on the VM stands
 #: for the ESP32's 110 KB (README, "The virtual board").
 DEFAULT_HEAP = "160K"
+#: what mpy-cross compiles the firmware for on the virtual board (the unix port on this host)
+VM_ARCH = "x64"
 
 
 class VirtualBoardError(RuntimeError):
@@ -66,9 +68,12 @@ class VirtualBoard:
         MicroPython heap size, e.g. ``"110K"``.
     workdir : str or None
         The board's filesystem; a fresh temporary directory when None.
+    native : bool
+        Deploy the C core (the x64 ``tpcore`` native module) with the firmware; False runs
+        the MicroPython fallback.
     """
 
-    def __init__(self, board="virtual", heap=None, workdir=None, ports=1):
+    def __init__(self, board="virtual", heap=None, workdir=None, ports=1, native=True):
         self.board_file = resources.board_path(board)
         self.board = resources.load_board(board)
         self.heap = heap or self.board.get("heap", DEFAULT_HEAP)
@@ -82,6 +87,7 @@ class VirtualBoard:
         self._stop = threading.Event()
         self._bridge = None
         self.bytes_dropped = 0
+        self.native = native
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -223,7 +229,7 @@ class VirtualBoard:
 
     def deploy(self):
         """Copy the firmware and board definition to the board with mpremote."""
-        self.mpremote(*resources.deploy_args(self.board_file))
+        self.mpremote(*resources.deploy_args(self.board_file, native=self.native, arch=VM_ARCH))
 
     def run_app(self):
         """Start main.py on the board and leave it running (mpremote exec --no-follow)."""
@@ -231,7 +237,7 @@ class VirtualBoard:
         # as a reset does on a real board
         code = (
             "import sys\nfor k in list(sys.modules):\n"
-            "    if k == 'main' or k.startswith('tpfw'):\n        del sys.modules[k]\n"
+            "    if k in ('main', 'tpcore') or k.startswith('tpfw'):\n        del sys.modules[k]\n"
             "import gc\ngc.collect()\nimport main\n"
         )
         self.mpremote("exec", "--no-follow", code)

@@ -54,7 +54,13 @@ def cmd_ports(args):
 def cmd_vboard(args):
     from thermopilot.hil.vboard import VirtualBoard
 
-    vb = VirtualBoard(board=args.board, heap=args.heap, workdir=args.workdir, ports=args.ports)
+    vb = VirtualBoard(
+        board=args.board,
+        heap=args.heap,
+        workdir=args.workdir,
+        ports=args.ports,
+        native=not args.no_native,
+    )
     stop = []
     signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
     try:
@@ -339,18 +345,23 @@ def cmd_deploy(args):
     except LinkError:
         pass  # no application running: the REPL is already free
     cmd = [sys.executable, "-m", "mpremote", "connect", args.port, "resume"]
-    cmd += resources.deploy_args(board_file)
-    print(
-        "mpremote connect %s resume: copying %d files"
-        % (args.port, len(resources.firmware_files()) + 1)
-    )
+    cmd += resources.deploy_args(board_file, native=not args.no_native)
+    module, why = resources.native_module(resources.load_board(board_file))
+    if args.no_native:
+        module, why = None, "not copied (--no-native)"
+    if module is None:
+        print("C core: %s; the board runs the MicroPython fallback" % why)
+    else:
+        print("C core: %s -> :%s" % (module, resources.NATIVE_REMOTE))
+    n_files = len(resources.firmware_files()) + (module is not None)
+    print("mpremote connect %s resume: copying %d files" % (args.port, n_files + 1))
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
         lines = (res.stderr or res.stdout).strip().splitlines() or ["no output"]
         raise UserError("mpremote failed: %s" % lines[-1])
     print(
         "deployed %d files and board %s; reset the board to start ThermoPilot"
-        % (len(resources.firmware_files()), board_file.stem)
+        % (n_files, board_file.stem)
     )
     return 0
 
@@ -438,7 +449,7 @@ def cmd_hil_run(args):
     else:
         from thermopilot.hil.vboard import VirtualBoard
 
-        with VirtualBoard(board=sc["board"]) as vb:
+        with VirtualBoard(board=sc["board"], native=not args.no_native) as vb:
             target = "virtual board (%s)" % vb.port
             result = rig.run(sc, port=vb.port, realtime=args.realtime)
     wall = time.monotonic() - t0
@@ -471,6 +482,10 @@ def cmd_hil_run(args):
             st["host_retries"],
         )
     )
+    console.print(
+        "control core on the board: %s"
+        % ("C (tpcore)" if "c_core" in _features(result.board.features) else "MicroPython")
+    )
     for e in result.events:
         console.print(
             "event t=%.1f s: %s %s"
@@ -488,6 +503,9 @@ def cmd_hil_run(args):
 
 
 # -- parser --------------------------------------------------------------------------------
+
+
+_NO_NATIVE_HELP = "leave out the C core (tpcore .mpy): the board runs the MicroPython fallback"
 
 
 def build_parser():
@@ -525,6 +543,7 @@ def build_parser():
         choices=range(1, 5),
         help="how many ports share the board (e.g. 2: a HIL run and a monitor)",
     )
+    p.add_argument("--no-native", action="store_true", help=_NO_NATIVE_HELP)
     p.set_defaults(func=cmd_vboard)
 
     p = sub.add_parser("info", help="identity, features and link statistics of a board")
@@ -556,6 +575,7 @@ def build_parser():
         "--board", required=True, help="board definition: %s" % ", ".join(resources.board_names())
     )
     port_arg(p)
+    p.add_argument("--no-native", action="store_true", help=_NO_NATIVE_HELP)
     p.set_defaults(func=cmd_deploy)
 
     p = sub.add_parser("upload", help="upload a binary (e.g. an MPC model blob) to a slot")
@@ -581,6 +601,7 @@ def build_parser():
         "--realtime", action="store_true", help="pace the virtual board by the wall clock too"
     )
     r.add_argument("--report-dir", default="report", help="where report/NAME/ goes")
+    r.add_argument("--no-native", action="store_true", help="virtual board: " + _NO_NATIVE_HELP)
     r.set_defaults(func=cmd_hil_run)
     return ap
 

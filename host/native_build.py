@@ -1,8 +1,9 @@
 """cffi (API mode) build of the ThermoPilot C control core into ``thermopilot.host._tpcore``.
 
 setup.py names ``host/native_build.py:ffibuilder`` in ``cffi_modules``, so ``pip install``
-compiles ``firmware/native/*.c`` (all but the MicroPython binding ``tp_mod.c``) into the
-extension. Run this file directly to build it in place for a quick check.
+compiles ``firmware/native/*.c`` into the extension (the MicroPython binding, which needs
+MicroPython's headers, is in ``firmware/native/natmod/``, outside the glob). Run this file
+directly to build it in place for a quick check.
 """
 
 import os
@@ -12,8 +13,6 @@ from cffi import FFI
 
 _REPO = Path(__file__).resolve().parent.parent
 _NATIVE = _REPO / "firmware" / "native"
-# the MicroPython binding needs the MicroPython headers; the host never builds it
-_BOARD_ONLY = {"tp_mod.c"}
 
 
 def _rel(path):
@@ -26,7 +25,7 @@ def _rel(path):
 
 # API mode: the C compiler checks every declaration below against the headers.
 _HEADERS = ["tp_pid.h", "tp_mpc.h"]
-_SOURCES = sorted(p for p in _NATIVE.glob("*.c") if p.name not in _BOARD_ONLY)
+_SOURCES = sorted(_NATIVE.glob("*.c"))
 _CDEF_PID = """
 typedef enum { TP_PID_OK = 0, TP_PID_BAD_DT = 1, TP_PID_BAD_INPUT = 2 } tp_pid_status_t;
 typedef struct {

@@ -2,7 +2,7 @@
 # Compile the ThermoPilot C control core for the board targets with warnings as errors
 # and print code/data size per target (text, data, bss in bytes, Berkeley format).
 #   RP2040 (Cortex-M0+), RP2350 (Cortex-M33), ESP32-C3 (RV32IMC).
-# The MicroPython binding tp_mod.c needs the MicroPython tree and is not built here.
+# The MicroPython binding (natmod/) needs a MicroPython tree: make natmod MPY_DIR=...
 set -eu
 HERE=$(cd "$(dirname "$0")" && pwd)
 OUT=${TP_CROSS_OUT:-$(mktemp -d)}

@@ -17,8 +17,7 @@ from array import array
 import micropython
 from micropython import const
 
-from . import FW_VERSION, codec
-from . import pid as pidmod
+from . import FW_VERSION, codec, core
 from .hal import MAX_ACTUATORS, MAX_SENSORS, HilHal, Sensing
 from .link import Link, copy_at, crc_ok, get_u16, get_u30
 from .loops import F32, controller_class, quantity
@@ -165,11 +164,10 @@ class App:
             self._boot_log.append(p.load_error)
         if leftover:
             self._boot_log.append("removed params.tmp left by an interrupted save")
-        if not getattr(pidmod, "NATIVE", pidmod.tpcore is not None):
+        if not core.NATIVE:
+            # the MicroPython fallback runs the same maths, slower and allocating per tick
             self.sup.notice(codec.NOTICE_C_CORE_MISSING, _NO_LOOP, 0.0, 0)
-            why = getattr(pidmod, "NATIVE_REASON", "")
-            if why:
-                self._boot_log.append("C core not used: " + why)
+            self._boot_log.append("C core not used: " + core.NATIVE_REASON)
         for c in self.ctls:
             c.start()
 
@@ -395,7 +393,7 @@ class App:
     def on_hello(self):
         b = self.board
         features = 1 << codec.FEATURE_HIL | 1 << codec.FEATURE_FLASH_PARAMS
-        if getattr(pidmod, "NATIVE", pidmod.tpcore is not None):
+        if core.NATIVE:
             features |= 1 << codec.FEATURE_C_CORE
         # a new session: a host that vanished is back (the fault still needs a reset)
         self.sup.ext_present &= ~(1 << codec.FAULT_HOST_LOST)

@@ -1,7 +1,7 @@
 # MPC step for the board: the ADMM iteration of firmware/native/tp_mpc.c in MicroPython.
 # The host builds the model blob (thermopilot.host.control.mpc_precompute); the board only
-# iterates. When the firmware has the C module (`import tpcore` works), MPC runs the C
-# solver on a preallocated workspace; otherwise it runs this MicroPython version.
+# iterates. When the board has the C core (the `tpcore` native module, see core.py), MPC
+# runs the C solver on a preallocated workspace; otherwise it runs this MicroPython version.
 
 import struct
 from array import array
@@ -9,10 +9,7 @@ from array import array
 import micropython
 from micropython import const
 
-try:
-    import tpcore
-except ImportError:
-    tpcore = None
+from .core import tpcore
 
 try:
     from binascii import crc32 as _crc32
@@ -380,20 +377,28 @@ class MPCPy:
         return self.status
 
 
+# tp_mpc_blob_status_t (firmware/native/tp_mpc.h), index = code
+_BLOB_ERRORS = ("ok", "bad length", "bad magic", "bad version", "bad dimensions", "bad CRC",
+                "model not [[A, B], [0, I]], [B; I]")  # fmt: skip
+
+
 class MPCNative:
-    """MPC step in the C module `tpcore`; the workspace is one preallocated bytearray."""
+    """MPC step in the C core `tpcore`; the workspace is one preallocated bytearray.
+
+    solve() takes array('f') inputs in place (then it allocates nothing) or lists/tuples of
+    numbers; a wrong length raises ValueError naming the argument."""
 
     def __init__(self, blob):
         nx, nu, nd, ny, n, _ = parse_blob(blob)
         self.nx, self.nu, self.nd, self.ny, self.n = nx, nu, nd, ny, n
+        # sized by sizeof(tp_mpc_t) in the module that runs it, so it follows the C struct
         self._ws = bytearray(tpcore.MPC_WORKSPACE_BYTES)
         st = tpcore.mpc_load(self._ws, blob)
         if st:
-            raise ValueError("MPC blob refused by the C core: code %d" % st)
-        # inputs: x0, u_prev, d, x_ref, u_ref; outputs: u0, iterations, res_primal, res_dual
-        self._in = array("f", bytes(4 * (2 * nx + 2 * nu + nd)))
+            why = _BLOB_ERRORS[st] if st < len(_BLOB_ERRORS) else "code %d" % st
+            raise ValueError("MPC blob refused by the C core: %s" % why)
         self.u0 = array("f", bytes(4 * nu))
-        self._info = array("f", bytes(4 * 3))
+        self._info = array("f", bytes(4 * 3))  # iterations, res_primal, res_dual
         self.status = SOLVED
 
     def reset(self):
@@ -403,14 +408,16 @@ class MPCNative:
     def iterations(self):
         return int(self._info[0])
 
+    @property
+    def res_primal(self):
+        return self._info[1]
+
+    @property
+    def res_dual(self):
+        return self._info[2]
+
     def solve(self, x0, u_prev, d, x_ref, u_ref):
-        buf = self._in
-        k = 0
-        for seq in (x0, u_prev, d, x_ref, u_ref):
-            for val in seq:
-                buf[k] = val
-                k += 1
-        self.status = tpcore.mpc_solve(self._ws, buf, self.u0, self._info)
+        self.status = tpcore.mpc_solve(self._ws, x0, u_prev, d, x_ref, u_ref, self.u0, self._info)
         return self.status
 
 

@@ -6,21 +6,19 @@
 # limited output or the caller's tracking input (the actuator's real command after the
 # safety supervisor). tt_s = 0 (default) resets the integrator in one step.
 #
-# When the board firmware has the ThermoPilot C module (`import tpcore` works), PID runs
-# the C step on a preallocated array('f') that mirrors the C struct tp_pid_t; otherwise
-# it runs the same step in MicroPython. On MicroPython every float result is a boxed
-# heap object, so the pure-Python update allocates a few hundred bytes per call; the C
-# path allocates only the returned float.
+# When the board has the C core (the `tpcore` native module, see core.py), PID runs the C
+# step on a preallocated array('f') that mirrors the C struct tp_pid_t; otherwise it runs
+# the same step in MicroPython. On MicroPython every float result is a boxed heap object,
+# so the pure-Python update allocates about 1 KB per call on the 64-bit VM; through the C core,
+# update() allocates only the float it returns, and step(io) on a caller-owned array('f')
+# allocates nothing.
 
 from array import array
 
 import micropython
 from micropython import const
 
-try:
-    import tpcore
-except ImportError:
-    tpcore = None
+from .core import tpcore
 
 # field indices of tp_pid_t (firmware/native/tp_pid.h)
 _KP = const(0)
@@ -43,6 +41,10 @@ _FF = const(16)
 _V = const(17)
 _OUT = const(18)
 _NFLOATS = const(23)
+# step(io) buffer: setpoint, measurement, dt_s, ff, track, use_track (!= 0), output
+_IO_NFLOATS = const(7)
+_BAD_DT = const(1)
+_BAD_INPUT = const(2)
 _BIG = 1e30
 
 
@@ -57,6 +59,11 @@ def _clamp(x, lo, hi):
 def _check_dt(dt_s):
     if not (0.0 < dt_s < _BIG):
         raise ValueError("dt_s must be > 0 s: %r" % dt_s)
+
+
+def _check_io(io):
+    if len(io) != _IO_NFLOATS:
+        raise ValueError("PID io has %d values, expected %d" % (len(io), _IO_NFLOATS))
 
 
 def _check_limits(out_min, out_max):
@@ -187,6 +194,21 @@ class PIDPy:
         self._primed = True
         return u
 
+    def step(self, io):
+        """One step on io = [setpoint, measurement, dt_s, ff, track, use_track, output]
+        (array('f', 7), made once by the caller); writes the output to io[6] and returns 0,
+        or 1 (bad dt_s) or 2 (non-finite input) with nothing changed."""
+        _check_io(io)
+        dt_s = io[2]
+        if not (0.0 < dt_s < _BIG):
+            return _BAD_DT
+        use_track = io[5] != 0.0
+        for k in (0, 1, 3, 4) if use_track else (0, 1, 3):
+            if not (-_BIG < io[k] < _BIG):
+                return _BAD_INPUT
+        io[6] = self.update(io[0], io[1], dt_s, io[3], io[4] if use_track else None)
+        return 0
+
 
 def _field(index):
     def get(self):
@@ -199,7 +221,7 @@ def _field(index):
 
 
 class PIDNative:
-    """PID step in the C module `tpcore`; state lives in an array('f') laid out as tp_pid_t."""
+    """PID step in the C core `tpcore`; state lives in an array('f') laid out as tp_pid_t."""
 
     kp = _field(_KP)
     ki = _field(_KI)
@@ -235,8 +257,7 @@ class PIDNative:
     ):
         _check_limits(out_min, out_max)
         self._buf = array("f", bytes(4 * _NFLOATS))
-        # io: setpoint, measurement, dt_s, ff, track, use_track
-        self._io = array("f", bytes(4 * 6))
+        self._io = array("f", bytes(4 * _IO_NFLOATS))
         tpcore.pid_init(self._buf, kp, ki, kd, out_min, out_max)
         self.reverse = reverse
         self.tf_s = tf_s
@@ -268,7 +289,6 @@ class PIDNative:
 
     @micropython.native
     def update(self, setpoint, measurement, dt_s, ff=0.0, track=None):
-        _check_dt(dt_s)
         io = self._io
         io[0] = setpoint
         io[1] = measurement
@@ -279,9 +299,16 @@ class PIDNative:
         else:
             io[4] = track
             io[5] = 1.0
-        if tpcore.pid_step(self._buf, io):
+        status = tpcore.pid_step(self._buf, io)
+        if status == _BAD_DT:
+            raise ValueError("dt_s must be > 0 s: %r" % dt_s)
+        if status:
             raise ValueError("setpoint, measurement and ff must be finite")
-        return self._buf[_OUT]
+        return io[6]
+
+    def step(self, io):
+        # the binding checks io (array('f') of 7 floats) and allocates nothing
+        return tpcore.pid_step(self._buf, io)
 
 
 PID = PIDPy if tpcore is None else PIDNative
