@@ -408,16 +408,16 @@ class R290HeatPump(PlantBase):
             hx.mass[i] = v * self._density(hx.p_pa, hx.h[i], sat, k)
 
     def _mass_at(self, hx, p_pa, h0, g):
-        """Charge held by ``hx`` at pressure ``p_pa`` with enthalpies ``h0 + g (p - p_old)``."""
+        """Charge held by ``hx`` at pressure ``p_pa`` with enthalpies ``h0 + g (p - p_old)``.
+        Keeps the cell masses of the evaluation in ``self._last_mass`` (reused once solved)."""
         sat = self.props.sat(p_pa)
         k = (sat[4] / sat[3]) ** (2.0 / 3.0)
         dp = p_pa - hx.p_pa
         v = hx.vol
-        total = 0.0
         dens = self._density
-        for i in range(hx.n):
-            total += dens(p_pa, h0[i] + g[i] * dp, sat, k)
-        return v * total
+        cells = [v * dens(p_pa, h0[i] + g[i] * dp, sat, k) for i in range(hx.n)]
+        self._last_mass = (p_pa, cells)
+        return sum(cells)
 
     def _solve_pressure(self, hx, h0, g):
         """Pressure at which the cells hold the exchanger's charge ``hx.m_kg`` (safeguarded
@@ -540,7 +540,7 @@ class R290HeatPump(PlantBase):
         return 10e3 / max(sat[0] - self.props.ph(p_pa, sat[1] - 10e3, sat)[0], 1e-3)
 
     # ------------------------------------------------------------ exchanger step
-    def _cell_heat(self, hx, i, sat, cp_v, cp_l):
+    def _cell_heat(self, hx, i, sat, cp_v, cp_l, dtsat_dp):
         """Heat from wall ``i`` into its (well-mixed) cell.
 
         Returns ``(q_w, dq_dp, c)``: heat (W), its derivative with the pressure through the
@@ -568,7 +568,7 @@ class R290HeatPump(PlantBase):
             ua = ua_1p + (ua_tp - ua_1p) * r
             dt = t_w - t_sat
             c = -(ua_tp - ua_1p) * dr * dt
-            return ua * dt, -ua * self.props.dtsat_dp(hx.p_pa), (c if c > 0.0 else 0.0)
+            return ua * dt, -ua * dtsat_dp, (c if c > 0.0 else 0.0)
         t_r = self.props.ph(hx.p_pa, h, sat)[0]
         ua = hx.ua_1p
         return ua * (t_w - t_r), 0.0, ua / (cp_v if h >= hg else cp_l)
@@ -583,6 +583,7 @@ class R290HeatPump(PlantBase):
         sat = props.sat(hx.p_pa)
         cp_v = self._cp_vap(hx.p_pa, sat)
         cp_l = self._cp_liq(hx.p_pa, sat)
+        dtsat_dp = props.dtsat_dp(hx.p_pa)
         face = hx.face
         face[0] = m_in
         face[n] = m_out
@@ -602,7 +603,7 @@ class R290HeatPump(PlantBase):
             f_r = face[i + 1]
             in_l = f_l if f_l > 0.0 else 0.0
             in_r = -f_r if f_r < 0.0 else 0.0
-            q, dqdp, c = self._cell_heat(hx, i, sat, cp_v, cp_l)
+            q, dqdp, c = self._cell_heat(hx, i, sat, cp_v, cp_l, dtsat_dp)
             q0[i], qp[i], cc[i] = q, dqdp, c
             diag[i] = mass[i] + h_sub * (in_l + in_r + c)
             rhs = mass[i] * h[i] + h_sub * (q + c * h[i])
@@ -640,7 +641,11 @@ class R290HeatPump(PlantBase):
             h[i] = h_new
         hx.p_pa = p_new
         old = list(mass)
-        self._cell_masses(hx)
+        last_p, last_mass = self._last_mass
+        if last_p == p_new:
+            mass[:] = last_mass
+        else:
+            self._cell_masses(hx)
         # Face flows from the cells' mass change (used by the next substep's transport).
         f = m_in
         for i in range(n - 1):
