@@ -259,8 +259,8 @@ def test_leak_lowers_charge_and_subcooling_and_starves_the_evaporator():
     u = {"valve_steps_cmd": 150}
     before = settle(hp, u, 300.0)[-1]
     e0 = hp.stored_energy_j() - hp.energy_in_j
-    for k in range(100):  # a ramp: 0.32 -> 0.20 kg over 10 s
-        hp.set_param("charge_kg", 0.32 - 0.12 * (k + 1) / 100)
+    for k in range(150):  # a ramp: 0.32 -> 0.20 kg over 15 s (8 g/s)
+        hp.set_param("charge_kg", 0.32 - 0.12 * (k + 1) / 150)
         hp.step(0.1, u)
     assert hp.charge_kg == pytest.approx(0.20, rel=1e-9)
     after = settle(hp, u, 300.0)[-1]
@@ -270,6 +270,18 @@ def test_leak_lowers_charge_and_subcooling_and_starves_the_evaporator():
     assert after["capacity_w"] < before["capacity_w"]
     # The books stay closed: the leaked refrigerant carries its energy out.
     assert hp.stored_energy_j() - hp.energy_in_j == pytest.approx(e0, abs=200.0)
+    assert hp.leaked_kg == pytest.approx(0.12, rel=1e-9)
+    # A recharge (saturated liquid into the liquid line), asked as a step, goes in at the
+    # 10 g/s charge rate and restores the unit.
+    hp.set_param("charge_kg", 0.32)
+    ramp = settle(hp, u, 20.0)
+    assert ramp[49]["charge_kg"] == pytest.approx(0.25, rel=1e-6)  # 5 s at 10 g/s
+    assert ramp[-1]["charge_kg"] == pytest.approx(0.32, rel=1e-9)
+    again = settle(hp, u, 400.0)[-1]
+    assert again["charge_kg"] == pytest.approx(0.32, rel=1e-9)
+    assert again["subcooling_k"] == pytest.approx(before["subcooling_k"], abs=0.2)
+    assert again["superheat_k"] == pytest.approx(before["superheat_k"], abs=0.2)
+    assert hp.stored_energy_j() - hp.energy_in_j == pytest.approx(e0, abs=400.0)
 
 
 def test_fouling_starves_the_evaporator_and_raises_condensing():

@@ -209,6 +209,12 @@ class R290HeatPump(PlantBase):
             "assumption: refrigerant charge giving ~5 K subcooling at the default point (below "
             "the 0.988 kg IEC 60335-2-40 m2 limit, reference control.md s.5)",
         ),
+        "charge_rate_kg_s": (
+            0.01,
+            "kg/s",
+            "assumption: fastest charge change (a large leak, a service hose); a new charge_kg "
+            "is reached at this rate",
+        ),
         "initial_valve_steps": (
             150.0,
             "steps",
@@ -243,7 +249,8 @@ class R290HeatPump(PlantBase):
             0.02,
             0.6,
             "refrigerant charge; lowering it is a leak (refrigerant leaves both exchangers in "
-            "proportion to what they hold, with its enthalpy), raising it a recharge",
+            "proportion to what they hold, with its enthalpy), raising it a recharge (saturated "
+            "liquid into the liquid line); reached at up to charge_rate_kg_s",
         ),
         "evap_ua_sec_w_k": (
             "W/K",
@@ -354,7 +361,8 @@ class R290HeatPump(PlantBase):
         self.hp_switch_open = False
         self.t_s = 0.0
         self.energy_in_j = 0.0  # integral of heat in + compressor power - leaked energy, J
-        self.leaked_kg = 0.0
+        self.leaked_kg = 0.0  # refrigerant removed by charge changes (negative: added), kg
+        self._charge_target = None
         self._h_suc = ev.h[-1]
         self._flows = self._compute_flows(u0, 0.0)
         self._out = {}
@@ -573,11 +581,13 @@ class R290HeatPump(PlantBase):
         ua = hx.ua_1p
         return ua * (t_w - t_r), 0.0, ua / (cp_v if h >= hg else cp_l)
 
-    def _step_exchanger(self, hx, h_sub, m_in, h_in, m_out, h_out_bc):
+    def _step_exchanger(self, hx, h_sub, m_in, h_in, m_out, h_out_bc, src=None, h_src=0.0):
         """Advance one exchanger by ``h_sub`` s with boundary flows ``m_in`` (at the inlet face,
         enthalpy ``h_in`` when it flows in) and ``m_out`` (outlet face, enthalpy ``h_out_bc``
-        when it flows back in). Updates enthalpies, pressure, masses, face flows and the heat
-        taken from each wall (``hx.q_ref``)."""
+        when it flows back in), and optional mass sources ``src`` per cell (kg/s; a positive one
+        brings enthalpy ``h_src``, a negative one leaves at the cell's enthalpy: a leak).
+        Updates enthalpies, pressure, masses, face flows and the heat taken from each wall
+        (``hx.q_ref``); returns the enthalpy flow the sources brought in, W."""
         n = hx.n
         props = self.props
         sat = props.sat(hx.p_pa)
@@ -615,6 +625,9 @@ class R290HeatPump(PlantBase):
                 upper[i] = -h_sub * in_r
             else:
                 rhs += h_sub * in_r * h_out_bc
+            if src is not None and src[i] > 0.0:
+                diag[i] += h_sub * src[i]
+                rhs += h_sub * src[i] * h_src
             b0[i] = rhs
             b1[i] = h_sub * dqdp + hx.vol
         # Thomas algorithm, two right-hand sides (diagonally dominant: always stable).
@@ -630,7 +643,7 @@ class R290HeatPump(PlantBase):
             d0[i] -= cp_[i] * d0[i + 1]
             d1[i] -= cp_[i] * d1[i + 1]
         # Charge, then the pressure that holds it.
-        hx.m_kg += h_sub * (m_in - m_out)
+        hx.m_kg += h_sub * (m_in - m_out + (sum(src) if src is not None else 0.0))
         p_old = hx.p_pa
         p_new = self._solve_pressure(hx, d0, d1)
         dp = p_new - p_old
@@ -649,8 +662,11 @@ class R290HeatPump(PlantBase):
         # Face flows from the cells' mass change (used by the next substep's transport).
         f = m_in
         for i in range(n - 1):
-            f -= (mass[i] - old[i]) / h_sub
+            f += (src[i] if src is not None else 0.0) - (mass[i] - old[i]) / h_sub
             face[i + 1] = f
+        if src is None:
+            return 0.0
+        return sum(m * (h_src if m > 0.0 else h[i]) for i, m in enumerate(src))
 
     def _secondary(self, hx, t_in, flow, cp):
         """Counterflow secondary stream (enters at the refrigerant outlet end)."""
@@ -698,8 +714,29 @@ class R290HeatPump(PlantBase):
         # Refrigerant: evaporator fed by the valve, drained by the compressor; condenser fed by
         # the compressor, drained by the valve (either way round at standstill).
         h_valve = f["h_valve"]
-        self._step_exchanger(ev, h, m_valve, h_valve, m_comp, ev.h[-1])
-        self._step_exchanger(cd, h, m_comp, f["h_dis"], m_valve, h_valve)
+        src_e = src_c = None
+        h_inj = 0.0
+        if self._charge_target is not None:
+            # A charge change, at most charge_rate_kg_s: a leak leaves every cell in proportion
+            # to its mass (at the cell's enthalpy); a recharge enters the condenser outlet as
+            # saturated liquid (the liquid-line service port).
+            delta = self._charge_target - (ev.m_kg + cd.m_kg)
+            lim = p["charge_rate_kg_s"] * h
+            if abs(delta) <= lim:
+                self._charge_target = None
+            else:
+                delta = lim if delta > 0.0 else -lim
+            self.leaked_kg -= delta
+            if delta < 0.0:
+                total = sum(ev.mass) + sum(cd.mass)
+                src_e = [delta * m / total / h for m in ev.mass]
+                src_c = [delta * m / total / h for m in cd.mass]
+            elif delta > 0.0:
+                src_c = [0.0] * cd.n
+                src_c[-1] = delta / h
+                h_inj = self.props.sat(cd.p_pa)[1]
+        e_src = self._step_exchanger(ev, h, m_valve, h_valve, m_comp, ev.h[-1], src_e)
+        e_src += self._step_exchanger(cd, h, m_comp, f["h_dis"], m_valve, h_valve, src_c, h_inj)
         # Suction pipe between evaporator outlet and compressor: what a strap-on probe sees.
         props = self.props
         h_e = ev.h[-1]
@@ -727,34 +764,20 @@ class R290HeatPump(PlantBase):
                 tw[i] += h * (hx.q_sec[i] - hx.q_ref[i]) / hx.cap_wall
         w = m_comp * (f["h_dis"] - f["h_suc"]) - f["q_shell"]
         self._power_w = w
-        self.energy_in_j += h * (ev.q_sec_total + cd.q_sec_total + w)
+        self.energy_in_j += h * (ev.q_sec_total + cd.q_sec_total + w + e_src)
 
     # ------------------------------------------------------------ changes
     def _param_changed(self, name, old, new):
         ev, cd = self.evap, self.cond
         if name == "charge_kg":
-            e0 = self.stored_energy_j()
-            have = ev.m_kg + cd.m_kg
-            scale = new / have
-            saved = [(hx.p_pa, hx.m_kg, list(hx.mass)) for hx in (ev, cd)]
-            for hx in (ev, cd):
-                hx.m_kg *= scale
-                self._settle_pressure(hx)
-            if ev.clamped or cd.clamped:
-                for hx, (p_pa, m_kg, mass) in zip((ev, cd), saved, strict=True):
-                    hx.p_pa, hx.m_kg, hx.mass[:] = p_pa, m_kg, mass
-                raise ValueError(
-                    "heatpump_r290 parameter charge_kg=%g cannot be held by the exchangers in "
-                    "their present state" % new
-                )
-            self.leaked_kg += have - new
-            # The refrigerant that leaves carries its energy out of the books.
-            self.energy_in_j += self.stored_energy_j() - e0
+            # Applied as mass sources from the next substep on, at most charge_rate_kg_s (see
+            # _substep), so the refrigerant leaves or enters through the same mass and energy
+            # equations as any other flow.
+            self._charge_target = new
         elif name == "evap_ua_sec_w_k":
             ev.ua_sec = new / ev.n
         elif name == "cond_ua_sec_w_k":
             cd.ua_sec = new / cd.n
-        self._update_outputs(self._inputs)
 
     # --------------------------------------------------------------- outputs
     @property
