@@ -582,6 +582,27 @@ class R290HeatPump(PlantBase):
         return ua * (t_w - t_r), 0.0, ua / (cp_v if h >= hg else cp_l)
 
     def _step_exchanger(self, hx, h_sub, m_in, h_in, m_out, h_out_bc, src=None, h_src=0.0):
+        """Advance one exchanger by ``h_sub`` s (see :meth:`_exchanger_pass`). The transport
+        uses the face flows of the previous substep; when the flows this substep produces differ
+        much from them (a valve or compressor jump), the substep is repeated once with the new
+        flows, which keeps the energy books close through violent transients."""
+        saved = (list(hx.h), hx.p_pa, list(hx.mass), hx.m_kg, list(hx.face))
+        used = list(hx.face)
+        e_src = self._exchanger_pass(hx, h_sub, m_in, h_in, m_out, h_out_bc, src, h_src)
+        scale = 0.05 * max(abs(m_in), abs(m_out)) + 1e-5
+        if max(abs(hx.face[j] - used[j]) for j in range(1, hx.n)) > scale:
+            new_faces = list(hx.face)
+            hx.h[:], hx.p_pa, hx.mass[:], hx.m_kg, hx.face[:] = (
+                saved[0],
+                saved[1],
+                saved[2],
+                saved[3],
+                new_faces,
+            )
+            e_src = self._exchanger_pass(hx, h_sub, m_in, h_in, m_out, h_out_bc, src, h_src)
+        return e_src
+
+    def _exchanger_pass(self, hx, h_sub, m_in, h_in, m_out, h_out_bc, src=None, h_src=0.0):
         """Advance one exchanger by ``h_sub`` s with boundary flows ``m_in`` (at the inlet face,
         enthalpy ``h_in`` when it flows in) and ``m_out`` (outlet face, enthalpy ``h_out_bc``
         when it flows back in), and optional mass sources ``src`` per cell (kg/s; a positive one
