@@ -1,65 +1,170 @@
-"""Benchmark of the plant models (not a test): real-time factor at the rig's 0.1 s step on one
-core, and the cost and accuracy of the property tables against CoolProp.
+"""Benchmark of the plant models (not a test): cost per 0.1 s tick, cost of the plant part of a
+one-hour HIL scenario as a whole process, and the property tables against CoolProp.
 
-    .venv/bin/python benchmarks/bench_plants.py
+    .venv/bin/python benchmarks/bench_plants.py [--baseline REF] [--skip-props]
 
-Prints a Markdown table for docs/benchmarks.md (section "## Plants").
+With ``--baseline REF`` (a git revision, e.g. ``main``) the plants of that revision are
+extracted into a temporary package and run through the same workloads in the same run, so the
+"before" and "after" columns are measured side by side on the same machine. Prints Markdown
+tables for docs/benchmarks.md (section "## Plants").
+
+Workloads (identical for both versions, 0.1 s ticks):
+
+* battery_loop: pump duty alternating 0.3/0.7 every 60 s at 150 A;
+* heatpump_r290: valve alternating 150/170 steps every 60 s at 50 rev/s;
+* chip_cooler: chip power alternating 300/700 W every 60 s at the default pump duty.
+
+"One simulated hour" runs a fresh Python process that imports ``make_plant``, builds the plant
+and steps it 36 000 times: what a one-hour HIL scenario pays for its plant, start-up included.
+"Cold" starts with an empty property-table cache, "warm" with the cache the cold run left.
 """
 
+import argparse
+import json
 import math
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+import textwrap
 import time
 
-import CoolProp
-import CoolProp.CoolProp as CP
-import numpy as np
-
-from thermopilot.hil.plants import make_plant
-from thermopilot.hil.plants.props import FluidTable
-
 DT_S = 0.1
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+WORKLOADS = {
+    "battery_loop": "lambda k: {'pump_duty': 0.3 + 0.4 * ((k // 600) % 2), 'current_a': 150.0}",
+    "heatpump_r290": "lambda k: {'valve_steps_cmd': 150 + 20 * ((k // 600) % 2)}",
+    "chip_cooler": "lambda k: {'chip_power_w': 300.0 + 400.0 * ((k // 600) % 2)}",
+}
+
+# Runs in a fresh process: prints JSON with the import, build and stepping times.
+_PROCESS = textwrap.dedent(
+    """
+    import json, sys, time
+    t0 = time.perf_counter()
+    sys.path.insert(0, {path!r})
+    from {package} import make_plant
+    t1 = time.perf_counter()
+    plant = make_plant({name!r})
+    t2 = time.perf_counter()
+    inputs = {workload}
+    for k in range({n}):
+        plant.step({dt}, inputs(k))
+    t3 = time.perf_counter()
+    print(json.dumps({{"import_s": t1 - t0, "build_s": t2 - t1, "step_s": t3 - t2,
+                       "coolprop_imported": "CoolProp" in sys.modules}}))
+    """
+)
 
 
-def rtf(name, inputs_of_k, sim_s=600.0):
+def extract_baseline(ref, dest):
+    """Write the plants package of git revision ``ref`` to ``dest/baseline_plants``."""
+    pkg = pathlib.Path(dest) / "baseline_plants"
+    pkg.mkdir()
+    names = subprocess.run(
+        ["git", "ls-tree", "--name-only", ref, "hil/plants/"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    for path in names:
+        if path.endswith(".py"):
+            src = subprocess.run(
+                ["git", "show", "%s:%s" % (ref, path)],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            (pkg / pathlib.Path(path).name).write_text(src)
+    return str(dest), "baseline_plants"
+
+
+def step_cost_us(make_plant, name, sim_s=600.0):
+    """Wall time per 0.1 s tick (us) over ``sim_s`` simulated seconds, plant already built."""
     plant = make_plant(name)
+    inputs = eval(WORKLOADS[name])  # noqa: S307 - our own literal workloads
     n = int(sim_s / DT_S)
     t0 = time.perf_counter()
     for k in range(n):
-        plant.step(DT_S, inputs_of_k(k))
-    wall = time.perf_counter() - t0
-    return sim_s / wall, wall / n * 1e6
-
-
-def per_call_us(fn, n=20000):
-    t0 = time.perf_counter()
-    for _ in range(n):
-        fn()
+        plant.step(DT_S, inputs(k))
     return (time.perf_counter() - t0) / n * 1e6
 
 
-def main():
-    rows = []
-    rows.append(
-        ("battery_loop",)
-        + rtf(
-            "battery_loop",
-            lambda k: {"pump_duty": 0.3 + 0.4 * ((k // 600) % 2), "current_a": 150.0},
-        )
+def one_hour_process(path, package, name, cache_dir):
+    code = _PROCESS.format(
+        path=path, package=package, name=name, workload=WORKLOADS[name], n=36000, dt=DT_S
     )
-    rows.append(
-        ("heatpump_r290",)
-        + rtf("heatpump_r290", lambda k: {"valve_steps_cmd": 150 + 20 * ((k // 600) % 2)})
+    env = dict(os.environ, THERMOPILOT_CACHE_DIR=cache_dir)
+    t0 = time.perf_counter()
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
     )
-    rows.append(
-        ("chip_cooler",)
-        + rtf("chip_cooler", lambda k: {"chip_power_w": 300 + 400 * ((k // 600) % 2)})
+    wall = time.perf_counter() - t0
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    out["process_s"] = wall
+    return out
+
+
+def plants_section(baseline):
+    from thermopilot.hil.plants import make_plant
+
+    versions = [("this branch", str(ROOT / "benchmarks"), "thermopilot.hil.plants", make_plant)]
+    tmp = tempfile.TemporaryDirectory()
+    if baseline:
+        path, package = extract_baseline(baseline, tmp.name)
+        sys.path.insert(0, path)
+        base = __import__(package)
+        versions.insert(0, ("baseline %s" % baseline, path, package, base.make_plant))
+    print("### Cost per 0.1 s tick (600 s simulated, plant built, one core)")
+    print()
+    print("| plant | " + " | ".join("%s (us/tick)" % v[0] for v in versions) + " |")
+    print("| --- |" + " ---: |" * len(versions))
+    for name in WORKLOADS:
+        cells = ["%.0f" % step_cost_us(v[3], name) for v in versions]
+        print("| %s | %s |" % (name, " | ".join(cells)))
+    print()
+    print("### Plant part of a one-hour scenario, as a whole process (36 000 ticks of 0.1 s)")
+    print()
+    print(
+        "| plant | version | cache | import make_plant (s) | CoolProp imported | build (s) "
+        "| 36 000 steps (s) | whole process (s) |"
     )
-    print("| plant | real-time factor at dt 0.1 s | wall time per step (us) |")
-    print("| --- | ---: | ---: |")
-    for name, f, us in rows:
-        print("| %s | %.0fx | %.0f |" % (name, f, us))
+    print("| --- | --- | --- | ---: | --- | ---: | ---: | ---: |")
+    for name in WORKLOADS:
+        for label, path, package, _ in versions:
+            cache = tempfile.mkdtemp(dir=tmp.name)
+            for state in ("cold", "warm"):
+                r = one_hour_process(path, package, name, cache)
+                print(
+                    "| %s | %s | %s | %.2f | %s | %.2f | %.1f | %.1f |"
+                    % (
+                        name, label, state, r["import_s"],
+                        "yes" if r["coolprop_imported"] else "no", r["build_s"], r["step_s"],
+                        r["process_s"],
+                    )
+                )  # fmt: skip
+    tmp.cleanup()
+
+
+def props_section():
+    import CoolProp
+    import CoolProp.CoolProp as CP
+    import numpy as np
+
+    from thermopilot.hil.plants.props import PROPANE_RANGE_PA, FluidTable
+
+    def per_call_us(fn, n=20000):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        return (time.perf_counter() - t0) / n * 1e6
 
     t0 = time.perf_counter()
-    tab = FluidTable("Propane", 1.0e5, 38.0e5)
+    tab = FluidTable("Propane", *PROPANE_RANGE_PA)
     build_s = time.perf_counter() - t0
     heos = CoolProp.AbstractState("HEOS", "Propane")
     sat = tab.sat(5e5)
@@ -84,7 +189,10 @@ def main():
         ),
     ]
     print()
-    print("Propane table build: %.2f s (HEOS, once per process)." % build_s)
+    print(
+        "Propane table build: %.2f s (HEOS, CoolProp already imported; once per machine "
+        "thanks to the disk cache)." % build_s
+    )
     print()
     print("| call | table (us) | AbstractState HEOS (us) | PropsSI (us) |")
     print("| --- | ---: | ---: | ---: |")
@@ -135,6 +243,16 @@ def main():
     print("| --- | ---: |")
     for k, v in worst.items():
         print("| %s | %.3g |" % (k, v))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--baseline", help="git revision whose plants to run side by side")
+    ap.add_argument("--skip-props", action="store_true", help="skip the property-table part")
+    args = ap.parse_args()
+    plants_section(args.baseline)
+    if not args.skip_props:
+        props_section()
 
 
 if __name__ == "__main__":

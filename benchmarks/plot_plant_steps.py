@@ -69,36 +69,48 @@ def battery():
 
 
 def heatpump():
-    t_step = 60.0
-    steps = lambda t: 150 if t < t_step else 165  # noqa: E731
+    def steps(t):
+        return 150 if t < 60.0 else 165 if t < 180.0 else 260 if t < 300.0 else 150
+
     t, log = simulate(
         "heatpump_r290",
         {"initial_valve_steps": 150.0},
         lambda t: {"valve_steps_cmd": steps(t)},
-        180.0,
+        420.0,
     )
-    fig, ax = plt.subplots(3, 1, figsize=(8, 7), sharex=True)
+    fig, ax = plt.subplots(4, 1, figsize=(8, 9), sharex=True)
     panel(ax[0], t, [("valve position", [o["valve_steps"] for o in log])], "EXV (steps)")
     panel(
         ax[1],
         t,
         [
-            ("superheat", [o["superheat_k"] for o in log]),
+            ("superheat (signed; < 0 = wet)", [o["superheat_k"] for o in log]),
             ("subcooling", [o["subcooling_k"] for o in log]),
         ],
         "K",
     )
+    ax[1].axhline(0.0, color="k", lw=0.5)
     panel(
         ax[2],
+        t,
+        [("liquid mass fraction at the compressor", [o["liquid_at_compressor"] for o in log])],
+        "-",
+    )
+    panel(
+        ax[3],
         t,
         [
             ("suction sat.", [o["evap_sat_t_k"] - C for o in log]),
             ("condensing sat.", [o["cond_sat_t_k"] - C for o in log]),
+            ("leaving water", [o["cond_sec_out_k"] - C for o in log]),
         ],
         "°C",
     )
-    ax[2].set_xlabel("time (s)")
-    fig.suptitle("R290 heat pump: EXV 150 → 165 steps at 60 s (50 rev/s, brine 10 °C)")
+    ax[3].set_xlabel("time (s)")
+    fig.suptitle(
+        "R290 heat pump: EXV 150 → 165 steps at 60 s, → 260 at 180 s (floods), → 150 at 300 s\n"
+        "(50 rev/s, brine 10 °C, water 30 °C)"
+    )
     return fig
 
 
@@ -110,16 +122,18 @@ def chip():
         lambda t: {"chip_power_w": 750.0, "pump_duty": 0.7 if t < t_step else 0.25},
         420.0,
     )
-    fig, ax = plt.subplots(3, 1, figsize=(8, 7), sharex=True)
+    fig, ax = plt.subplots(3, 1, figsize=(8, 8), sharex=True)
     panel(
         ax[0],
         t,
         [
             ("pump duty", [0.7 if x <= t_step else 0.25 for x in t]),
             ("exit quality", [o["exit_quality"] for o in log]),
+            ("dry-out margin (CHF and quality)", [o["dryout_margin"] for o in log]),
         ],
         "-",
     )
+    ax[0].axhline(0.0, color="k", lw=0.5)
     panel(
         ax[1],
         t,
@@ -133,6 +147,7 @@ def chip():
         ax[2],
         t,
         [
+            ("cold plate", [o["cold_plate_k"] - C for o in log]),
             ("evaporator outlet", [o["outlet_t_k"] - C for o in log]),
             ("loop saturation", [o["sat_t_k"] - C for o in log]),
         ],

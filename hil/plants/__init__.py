@@ -2,7 +2,12 @@
 
 ``PLANTS`` maps a plant name to its class; :func:`make_plant` builds one by name. Parameters,
 their sources and validity ranges are documented in docs/plants.md and in each class's
-``PARAMS`` table (``name -> (default, unit, source)``).
+``PARAMS`` table (``name -> (default, unit, source)``); ``INPUTS`` lists the inputs and
+``CHANGEABLE`` (``name -> (unit, low, high, doc)``) the parameters a scenario may change while
+the plant runs with ``plant.set_param(name, value)`` (leaks, fouling, failed pumps).
+
+Importing this package does not import CoolProp: the heat pump and the chip cooler build (or
+load from the disk cache) their property tables when they are constructed.
 """
 
 from .battery_loop import BatteryCoolantLoop
