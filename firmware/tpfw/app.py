@@ -198,6 +198,7 @@ class App:
         for c in self.ctls:
             try:
                 c.sense(x, ok, dt, t_ms)
+                c.watch(sup, x, ok, t_ms)
                 if not sup.trip and c.mode == codec.MODE_AUTO:
                     c.check(sup, x, ok, t_ms)
             except Exception as e:  # noqa: BLE001 - a controller bug must not stop the loop
