@@ -870,8 +870,12 @@ def main(board_path="board.json"):
         board = boardmod.load(board_path)
     except ValueError as e:
         raise BoardError(str(e)) from None
-    # the checker is needed once, at boot: give its RAM back
+    # the checker is needed once, at boot: give its RAM back (the package's attribute holds
+    # the module too)
     del sys.modules["tpfw.board"]
+    pkg = sys.modules.get("tpfw")
+    if hasattr(pkg, "board"):
+        delattr(pkg, "board")
     del boardmod
     gc.collect()
     app = App(board, sys.stdin.buffer, sys.stdout.buffer)
