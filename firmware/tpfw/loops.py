@@ -27,6 +27,7 @@ from .supervisor import elapsed
 
 REGISTRY = {
     "pid": "ctl_pid",
+    "batt": "ctl_batt",
 }
 
 _NO_T = const(-1)
