@@ -28,6 +28,7 @@ from .supervisor import elapsed
 REGISTRY = {
     "pid": "ctl_pid",
     "batt": "ctl_batt",
+    "chip": "ctl_chip",
 }
 
 _NO_T = const(-1)
