@@ -388,3 +388,32 @@ def test_a_real_time_hil_run_twice_in_a_row_on_the_same_board(board, tmp_path):
         s.telemetry.clear()
         time.sleep(0.5)
         assert len(s.telemetry) >= 2  # and the board streams again on its own clock
+
+
+def test_fault_commands_list_and_reset_from_the_cli(board, session):
+    import subprocess
+    import sys
+
+    def cli(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "thermopilot.host.cli", *args, "--port", board.ports[1]],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    bench = Bench(session, session_board(session), WIRING)
+    bench.step(5)
+    bench.override[0] = lambda t, v: 223.15  # open NTC
+    bench.step(3)
+    res = cli("fault", "list")
+    assert res.returncode == 0, res.stderr
+    line = [ln for ln in res.stdout.splitlines() if ln.startswith("sensor_open")][0]
+    assert "trip" in line and "present" in line
+    res = cli("fault", "reset")
+    assert res.returncode == 1 and "still latched, cause present: sensor_open" in res.stdout
+    del bench.override[0]
+    bench.step(2)
+    res = cli("fault", "reset")
+    assert res.returncode == 0 and "cleared: sensor_open" in res.stdout
+    assert "no fault latched" in cli("fault", "list").stdout
