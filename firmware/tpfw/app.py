@@ -790,8 +790,10 @@ class App:
     # ---- main loop ---------------------------------------------------------------------------
 
     def poll_input(self, poller, timeout_ms):
-        # Stream reads block until the buffer is full, so read one byte per ready poll, and
-        # at most _RX_BUDGET bytes per pass: the schedule runs whatever the input rate.
+        # At most _RX_BUDGET bytes per pass: the schedule runs whatever the input rate. A
+        # stream read blocks until its buffer is full, so a board reads one byte per ready
+        # poll; where the console can return what is there (a pty with VMIN = VTIME = 0, the
+        # virtual board), a read takes up to a chunk.
         link = self.link
         buf = self.rxbuf
         stdin = self.stdin
@@ -799,15 +801,17 @@ class App:
         for _ in poller.ipoll(timeout_ms):
             ready = True
         budget = _RX_BUDGET
-        while ready and budget:
-            if not stdin.readinto(buf):
+        while ready and budget > 0:
+            n = stdin.readinto(buf)
+            if not n:
                 # end of file: the console is gone (the virtual board's host exited)
                 self.running = False
                 return
-            budget -= 1
-            size = link.feed_byte(buf[0])
-            if size >= 0:
-                self.dispatch(size)
+            budget -= n
+            for k in range(n):
+                size = link.feed_byte(buf[k])
+                if size >= 0:
+                    self.dispatch(size)
             ready = False
             for _ in poller.ipoll(0):
                 ready = True
@@ -875,9 +879,37 @@ def main(board_path="board.json"):
     gc.collect()
     app = App(board, sys.stdin.buffer, sys.stdout.buffer)
     micropython.kbd_intr(-1)  # the console carries binary frames: 0x03 must not interrupt
+    restore = _read_what_is_there(app)
     try:
         app.run()
     finally:
         micropython.kbd_intr(3)
+        if restore is not None:
+            restore()
         app.safe_now()
     return app
+
+
+def _read_what_is_there(app):
+    """On a console that is a terminal (the unix port behind a pty), make a read return the
+    bytes waiting instead of blocking for a full buffer (VMIN = VTIME = 0), and read in chunks.
+    Returns a function that restores the terminal for the REPL, or None where there is no
+    terminal control (real boards: one byte per read)."""
+    try:
+        import termios
+    except ImportError:
+        return None
+    try:
+        old = termios.tcgetattr(0)
+        new = termios.tcgetattr(0)
+        new[6][6] = 0  # VMIN (Linux index)
+        new[6][5] = 0  # VTIME
+        termios.tcsetattr(0, termios.TCSANOW, new)
+    except Exception:  # noqa: BLE001 - not a terminal: keep byte-by-byte reads
+        return None
+    app.rxbuf = bytearray(64)
+
+    def restore():
+        termios.tcsetattr(0, termios.TCSANOW, old)
+
+    return restore
