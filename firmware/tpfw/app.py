@@ -37,6 +37,8 @@ _LOG_INFO = const(1)
 _GLOBAL_ROWS = (
     ("hil.timeout_s", "s", "time", F32, 0.1, 60.0, 1.0),
     ("hil.max_jump_s", "s", "time", F32, 0.1, 60.0, 10.0),
+    # 1: collect garbage between ticks, before the heap runs low (0: when MicroPython must)
+    ("sys.gc_idle", "", "state", codec.PTYPE_BOOL, 0.0, 1.0, 1.0),
 )
 
 
@@ -98,6 +100,7 @@ class App:
         p.on_change = self._param_changed
         self.i_timeout = p.index["hil.timeout_s"]
         self.i_jump = p.index["hil.max_jump_s"]
+        self.i_gc = p.index["sys.gc_idle"]
         self._param_changed(-1)
         self.sensing = Sensing(board["sensors"])
         n_s = len(board["sensors"])
@@ -132,6 +135,16 @@ class App:
         self.hil_t = -1  # time of the last accepted HIL frame; -1: the next one sets the base
         self.hil_rejected = 0
         self.handler_errors = 0
+        # heap and tick statistics (BOARD_STATS)
+        self.gc_idle = 0  # collections run between ticks
+        self.ticks_slow = 0  # ticks longer than 3x the mean: a collection inside, or a stall
+        self.tick_us_max = 0
+        self.tick_us_mean = 0.0
+        self.ticks_late = 0
+        self.heap_min_free = 0
+        self.gc_budget = 0
+        self.gc_alloc0 = 0
+        self.gc_mode = True
         self.tlm_period_ms = 500
         self.next_tlm_ms = 0
         self.rxbuf = bytearray(1)
@@ -155,6 +168,7 @@ class App:
             codec.M_UPLOAD_CHUNK: self.on_upload_chunk,
             codec.M_UPLOAD_END: self.on_upload_end,
             codec.M_LINK_STATS_REQ: self.on_link_stats,
+            codec.M_BOARD_STATS_REQ: self.on_board_stats,
         }
         if p.refused:
             self.sup.latch(codec.FAULT_PARAMS_CORRUPT, _NO_LOOP, 0.0, 0)
@@ -177,6 +191,8 @@ class App:
         v = self.params.values
         self.hil_timeout_ms = int(v[self.i_timeout] * 1000)
         self.max_jump_ms = int(v[self.i_jump] * 1000)
+        if hasattr(self, "gc_mode") and self.gc_mode != (v[self.i_gc] != 0.0):
+            self.gc_setup()
         if i < 0:
             for c in self.ctls:
                 c.configure()
@@ -247,10 +263,59 @@ class App:
                 self.sup.latch(codec.FAULT_LOOP_OVERRUN, _NO_LOOP, n, t_ms, False)
                 self.next_tick_ms = t_ms
                 break
-            self.tick(self.next_tick_ms)
+            if not self.hil and elapsed(t_ms, self.next_tick_ms) * 2 > self.period_ms:
+                self.ticks_late += 1  # started more than half a period after its time
+            self._timed_tick(self.next_tick_ms)
             self.next_tick_ms = (self.next_tick_ms + self.period_ms) & TIME_MASK
             n += 1
         self.now_ms = t_ms
+
+    def _timed_tick(self, t_ms):
+        # the tick with its duration and the heap's low point around it
+        free = gc.mem_free()
+        if free < self.heap_min_free:
+            self.heap_min_free = free
+        t0 = time.ticks_us()
+        self.tick(t_ms)
+        us = time.ticks_diff(time.ticks_us(), t0)
+        free = gc.mem_free()
+        if free < self.heap_min_free:
+            self.heap_min_free = free
+        if us > self.tick_us_max:
+            self.tick_us_max = us
+        if self.ticks > 64 and us > 3 * self.tick_us_mean:
+            self.ticks_slow += 1  # a collection inside the tick, or another stall
+        self.tick_us_mean += (us - self.tick_us_mean) * 0.015625  # over about 64 ticks
+
+    def gc_setup(self):
+        """Collect now and decide how garbage collection runs from here: between ticks, once
+        an eighth of the free heap has been allocated since the last collection (sys.gc_idle =
+        1; MicroPython's own trigger is set beyond that), or whenever MicroPython needs
+        memory, possibly inside a tick (0). The eighth leaves room for a fragmented heap, where
+        the allocator runs out of room ahead of it long before the heap is full."""
+        gc.collect()
+        free = gc.mem_free()
+        self.heap_min_free = free
+        self.tick_us_max = 0  # the statistics describe the policy in force
+        self.gc_budget = free // 8
+        self.gc_alloc0 = gc.mem_alloc()
+        self.gc_mode = self.params.values[self.i_gc] != 0.0
+        gc.threshold(free * 3 // 4 if self.gc_mode else -1)
+
+    def idle_gc(self):
+        """Between ticks: collect once the budget since the last collection is spent."""
+        if not self.gc_mode:
+            return
+        a = gc.mem_alloc()
+        if a < self.gc_alloc0:
+            self.gc_alloc0 = a  # collected or freed since: count from here
+        elif a - self.gc_alloc0 > self.gc_budget:
+            free = gc.mem_free()
+            if free < self.heap_min_free:
+                self.heap_min_free = free
+            gc.collect()
+            self.gc_alloc0 = gc.mem_alloc()
+            self.gc_idle += 1
 
     def safe_now(self):
         for i in range(self.hal.n_actuators):
@@ -347,6 +412,7 @@ class App:
             o[7],
         )
         lk.answer(codec.M_HIL_ACTUATORS, codec.S_HIL_ACTUATORS)
+        self.idle_gc()  # the rig is busy with its plant now: the board's idle moment
 
     # ---- protocol ----------------------------------------------------------------------------
 
@@ -666,6 +732,25 @@ class App:
         )
         lk.answer(codec.M_LINK_STATS, codec.S_LINK_STATS)
 
+    def on_board_stats(self):
+        free = gc.mem_free()
+        struct.pack_into(
+            codec.F_BOARD_STATS,
+            self.link.tx,
+            codec.HDR,
+            self.link.rx[1],
+            free,
+            self.heap_min_free,
+            free + gc.mem_alloc(),
+            self.gc_idle,
+            self.ticks_slow,
+            self.ticks,
+            self.tick_us_max,
+            self.tick_us_mean,
+            self.ticks_late,
+        )
+        self.link.answer(codec.M_BOARD_STATS, codec.S_BOARD_STATS)
+
     # ---- uploads ----------------------------------------------------------------------------
 
     def on_upload_begin(self):
@@ -834,6 +919,7 @@ class App:
         self.next_tlm_ms = self.now_ms
         if self.waits_for_rig:
             self.safe_now()
+        self.gc_setup()
         timeout_ms = self.period_ms // 4 or 1
         while self.running:
             try:
@@ -847,6 +933,7 @@ class App:
                 else:
                     self.now_ms = self.wall_ms
                 self.stream()
+                self.idle_gc()
             except Exception as e:  # noqa: BLE001 - the loop must outlive any bug
                 self._loop_error(e)
 
