@@ -310,6 +310,10 @@ class Supervisor:
             | 1 << codec.FAULT_ACTUATOR_FEEDBACK
             | 1 << codec.FAULT_CONTROL_INEFFECTIVE
         )
+        # so is what the controllers judged (they start afresh too and judge again)
+        for bit in range(32):
+            if self.f_loop[bit] != _NO_LOOP:
+                self.present &= ~(1 << bit)
 
     def _start_window(self, i, v, out, t_ms):
         self.w_t0[i] = t_ms
