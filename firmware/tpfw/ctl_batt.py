@@ -75,6 +75,7 @@ _CL_DELAY_S = const(34)
 _LVL_LOW = const(35)
 _MIN_GROUPS = const(36)
 _UA_PACK = const(37)
+_CH_CAP = const(38)
 
 _IDLE = const(0)
 _COOL = const(1)
@@ -103,6 +104,7 @@ _PM_RES = 3.0  # pump model: outlet this far (K) above the model ...
 _PM_DELAY_S = const(10)  # ... for this long
 _LK_DELAY_S = const(5)  # level below lvl_low this long: leak
 _Q_TAU = 60.0  # s, averaging of the pack heat for the pump's feed-forward
+_DTC_TAU = 30.0  # s, averaging of the coolant's change across the pack for the pump's PI
 
 # The state lives in three preallocated arrays (a few allocations at boot instead of dozens
 # of attributes, which fragment a small heap, and floats stored unboxed).
@@ -128,9 +130,10 @@ _DERATE = const(44)
 _DER_TOLD = const(45)  # the derate request last reported
 _TOUT_M = const(46)  # plate model of the pack outlet
 _I_PUMP = const(47)  # PI integrals
-_I_CHILL = const(48)
+_I_CHILL = const(48)  # (the chiller's PI keeps its last error here)
 _I_HEAT = const(49)
-_NF = const(50)
+_DTC = const(50)  # coolant temperature change across the pack, filtered
+_NF = const(51)
 # per-group bytes in b: slot * 8 + group
 _CH = const(0)  # channel (_NONE: not wired)
 _CNT = const(8)  # healthy readings this second
@@ -207,26 +210,22 @@ class BatteryLoop(Controller):
         ("der_fault", "der_warn", 0.0),
     )
 
+    # rows() and board_errors() run at boot (the board check, then the parameter table);
+    # the module that holds them stays imported until the controller is built
     @classmethod
     def rows(cls, cfg, board):
         m = _rows_module()
-        try:
-            fl = m.floors(cfg, board, _TAU_F, _TAU_S, 1.0 / board["tick_hz"])
-            return m.rows(cfg, board, fl)
-        finally:
-            _forget()
+        return m.rows(cfg, board, m.floors(cfg, board, _TAU_F, _TAU_S, 1.0 / board["tick_hz"]))
 
     @classmethod
     def board_errors(cls, cfg, board, values):
         """Detection levels the sensors' noise would cross on its own, named with the noise."""
         m = _rows_module()
-        try:
-            fl = m.floors(cfg, board, _TAU_F, _TAU_S, 1.0 / board["tick_hz"])
-            return m.board_errors(cfg, values, fl)
-        finally:
-            _forget()
+        fl = m.floors(cfg, board, _TAU_F, _TAU_S, 1.0 / board["tick_hz"])
+        return m.board_errors(cfg, values, fl)
 
     def __init__(self, idx, cfg, board, params):
+        _forget()
         super().__init__(idx, cfg, board, params)
         self.f = array("f", [0.0] * _NF)
         self.b = bytearray(_NB)
@@ -648,7 +647,11 @@ class BatteryLoop(Controller):
             ff = 1.0
         c = self.s["tout"]
         if c >= 0 and ok & (1 << c) and f[_TIN] == f[_TIN]:
-            e = abs(x[c] - f[_TIN]) - dtc
+            # the change across the pack over half a minute: the cells answer over minutes,
+            # and the pump must not chase the chiller's and the hoses' faster swings
+            d = f[_DTC]
+            f[_DTC] = d + (abs(x[c] - f[_TIN]) - d) * dt_s / _DTC_TAU
+            e = f[_DTC] - dtc
         else:
             e = spread - v[p + _SPRD_SP]
         u = ff + self._pi(_I_PUMP, e, v[p + _P_KP], v[p + _P_KI], dt_s, lo - ff, 1.0 - ff)
@@ -662,10 +665,24 @@ class BatteryLoop(Controller):
             if warn or tin != tin:
                 chill = 1.0
             else:
+                # PI in velocity form on the inlet: each step moves the request by the drop
+                # across the chiller it asks for (K) times the coolant's heat-capacity flow over
+                # the chiller's capacity, so the loop gain does not change with flow, and a
+                # request held at a limit does not wind up
+                q = f[_FLOW]
+                mcp = (q if q == q else self._flow_exp(f[_U_PUMP])) * _CP_LPM
+                if mcp < _CP_LPM:
+                    mcp = _CP_LPM
                 e = tin - v[p + _TIN_COOL]
-                chill = self._pi(_I_CHILL, e, v[p + _CH_KP], v[p + _CH_KI], dt_s, 0.0, 1.0)
+                e0 = f[_I_CHILL]  # the last error
+                if e0 != e0:
+                    e0 = e
+                du = v[p + _CH_KP] * (e - e0) + v[p + _CH_KI] * e * dt_s
+                chill = f[_U_CHILL] + du * mcp / v[p + _CH_CAP]
+                chill = 0.0 if chill < 0.0 else 1.0 if chill > 1.0 else chill
+                f[_I_CHILL] = e
         else:
-            f[_I_CHILL] = 0.0
+            f[_I_CHILL] = 0.0  # entering cooling, the whole error is new: a proportional kick
         heat = self._ptc(m, tin, chill, dt_s, t_ms)
         f[_DERATE] = v[p + _DER_WARN] if warn else 1.0
         out[self.main] = u
@@ -717,7 +734,7 @@ class BatteryLoop(Controller):
         f[_U_PUMP] = u
         f[_I_PUMP] = 0.0  # the spread PI starts again from the feed-forward
         f[_U_CHILL] = out[self.chill_ch] if self.chill_ch >= 0 else 0.0
-        f[_I_CHILL] = f[_U_CHILL]
+        f[_I_CHILL] = math.nan  # the inlet PI goes on from the request it finds
         f[_U_HEAT] = out[self.heat_ch] if self.heat_ch >= 0 else 0.0
         f[_I_HEAT] = f[_U_HEAT]
         if f[_U_HEAT] <= 0.0:

@@ -125,19 +125,18 @@ class ChipLoop(Controller):
         ("x_in", "x_lim", 0.1),
     )
 
+    # rows() runs at boot (the board check, then the parameter table); the module that
+    # holds the table stays imported until the controller is built
     @classmethod
     def rows(cls, cfg, board):
-        m = __import__(_ROWS, None, None, ("TABLE",))
-        try:
-            return m.rows(cfg)
-        finally:
-            # needed at boot only: give its RAM back
-            sys.modules.pop(_ROWS, None)
-            pkg = sys.modules.get("tpfw")
-            if pkg is not None and hasattr(pkg, "chip_rows"):
-                delattr(pkg, "chip_rows")
+        return __import__(_ROWS, None, None, ("TABLE",)).rows(cfg)
 
     def __init__(self, idx, cfg, board, params):
+        # the table is needed at boot only: give its RAM back
+        sys.modules.pop(_ROWS, None)
+        pkg = sys.modules.get("tpfw")
+        if pkg is not None and hasattr(pkg, "chip_rows"):
+            delattr(pkg, "chip_rows")
         super().__init__(idx, cfg, board, params)
         self.f = array("f", [0.0] * _NF)
         self.iv = array("i", [0] * _NI)
