@@ -39,23 +39,24 @@ _TJ_ALARM = const(1)
 _CASE_LIM = const(2)
 _CASE_ALARM = const(3)
 _R_JC = const(4)
-_MARGIN_SP = const(5)
-_CAP_MARGIN = const(6)
-_X_LIM = const(7)
-_M_FULL = const(8)
-_H_LV = const(9)
-_X_IN = const(10)
-_P_CHF = const(11)
-_D_MIN = const(12)
-_D_FALL = const(13)
-_TSAT_SP = const(14)
-_CD_KP = const(15)
-_CD_KI = const(16)
-_FLOW_TOL = const(17)
-_PF_DELAY_S = const(18)
-_R_WET = const(19)
-_DRY_FAC = const(20)
-_DRY_DELAY_S = const(21)
+_TAU_J = const(5)
+_MARGIN_SP = const(6)
+_CAP_MARGIN = const(7)
+_X_LIM = const(8)
+_M_FULL = const(9)
+_H_LV = const(10)
+_X_IN = const(11)
+_P_CHF = const(12)
+_D_MIN = const(13)
+_D_FALL = const(14)
+_TSAT_SP = const(15)
+_CD_KP = const(16)
+_CD_KI = const(17)
+_FLOW_TOL = const(18)
+_PF_DELAY_S = const(19)
+_R_WET = const(20)
+_DRY_FAC = const(21)
+_DRY_DELAY_S = const(22)
 
 _CHF_EXP = 0.52  # critical heat flux ~ G^(1 - 0.48) (Wojtan et al. 2006, We^-0.24)
 _CAP_RISE = 100.0  # W/s: the cap comes back slowly, the case must follow it
@@ -87,7 +88,8 @@ _U_PUMP = const(12)
 _U_COND = const(13)
 _I_COND = const(14)
 _QEXP = const(15)  # expected flow, filtered like the measured one
-_NF = const(16)
+_PJ = const(16)  # power lagged like the die
+_NF = const(17)
 # integer state (iv)
 _PF_SINCE = const(0)
 _DRY_SINCE = const(1)
@@ -160,6 +162,8 @@ class ChipLoop(Controller):
         self.setpoint = v[self.i_sp]
         self.tj_lim = v[p + _TJ_LIM]
         self.r_jc = v[p + _R_JC]
+        tau = v[p + _TAU_J]
+        self.a_j = 1.0 if tau <= self.dt_s else self.dt_s / tau
         self.case_lim = v[p + _CASE_LIM]
         self.d_min = v[p + _D_MIN]
         self.d_fall = v[p + _D_FALL]
@@ -213,7 +217,12 @@ class ChipLoop(Controller):
             pw = f[_P]
             pf = f[_PF]
         f[_CASE] = case
-        tj = case + self.r_jc * pw
+        # the die lags a power step (its heat capacity over r_jc): after a drop the junction
+        # cools over tau_j; after a rise the estimate leads (the cap acts at once)
+        pj = f[_PJ]
+        pj = pw if pw > pj else pj + (pw - pj) * self.a_j
+        f[_PJ] = pj
+        tj = case + self.r_jc * pj
         f[_TJ] = tj
         c = s["tsat"]
         tsat = x[c] if c >= 0 and ok & (1 << c) else math.nan
