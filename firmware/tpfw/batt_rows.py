@@ -95,8 +95,12 @@ def rows(cfg, board, fl):
     return out
 
 
-def board_errors(cfg, values, fl):
+def board_errors(cfg, board, values, fl):
     errs = []
+    hz = board["tick_hz"]
+    if hz < 1 or hz != int(hz):
+        # the group statistics run once a second: every tick_hz ticks
+        errs.append("tick_hz = %g: the battery controller needs a whole number >= 1" % hz)
     for key in fl:
         v = values.get(key)
         floor, noise, what = fl[key]

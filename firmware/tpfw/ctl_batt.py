@@ -222,7 +222,7 @@ class BatteryLoop(Controller):
         """Detection levels the sensors' noise would cross on its own, named with the noise."""
         m = _rows_module()
         fl = m.floors(cfg, board, _TAU_F, _TAU_S, 1.0 / board["tick_hz"])
-        return m.board_errors(cfg, values, fl)
+        return m.board_errors(cfg, board, values, fl)
 
     def __init__(self, idx, cfg, board, params):
         _forget()
@@ -244,7 +244,7 @@ class BatteryLoop(Controller):
             b[_CH + g] = _NONE if c < 0 else c
             if c >= 0:
                 self.wired |= 1 << g
-        self.per_s = int(board["tick_hz"] + 0.5) or 1  # ticks per statistics second
+        self.per_s = max(1, int(board["tick_hz"]))  # ticks per statistics second
         self.start()
 
     def configure(self):
