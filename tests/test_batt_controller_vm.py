@@ -54,6 +54,15 @@ def test_a_deviation_level_below_the_cell_sensors_noise_is_refused_naming_both(t
     assert "batt.dev_warn = 0.2 is below 6 x the cell sensors' noise (0.05)" in str(err.value)
 
 
+def test_a_tick_rate_the_statistics_cannot_use_is_refused(tmp_path):
+    b = json.loads(board_with(tmp_path).read_text())
+    b["tick_hz"] = 2.5
+    path = tmp_path / "hz.json"
+    path.write_text(json.dumps(b))
+    with pytest.raises(ValueError, match="tick_hz = 2.5: the battery controller needs a whole"):
+        resources.check_board(path)
+
+
 @pytest.fixture(scope="module")
 def session():
     vb = VirtualBoard(board=BOARD).start()
