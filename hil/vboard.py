@@ -330,9 +330,14 @@ class VirtualBoard:
                 raise VirtualBoardError(
                     "heap %s is below the %s the firmware needs for board %s on the VM "
                     "(what it holds after boot x%.2f); use --heap %s or more"
-                    % (self.heap, heap_text(need), self.board.get("name"), HEAP_FACTOR,
-                       heap_text(need))
-                )  # fmt: skip
+                    % (
+                        self.heap,
+                        heap_text(need),
+                        self.board.get("name"),
+                        HEAP_FACTOR,
+                        heap_text(need),
+                    )
+                )
         if self.workdir is None:
             self.workdir = tempfile.mkdtemp(prefix="thermopilot-vboard-")
         elif self.fresh and os.path.isdir(self.workdir):

@@ -98,6 +98,7 @@ class Progress:
         self._shown = False
         self.done_amount = 0
         self.note = ""
+        self._written = None
 
     def __enter__(self):
         return self
@@ -150,6 +151,7 @@ class Progress:
         self._write()
 
     def _write(self):
+        self._written = (self.done_amount, self.total, self.note)
         text = self.line()
         try:
             if self.tty:
@@ -168,7 +170,8 @@ class Progress:
             self.note = note
         if self.tty and not self._shown and time.monotonic() - self.t0 < 0.5:
             return  # too quick to be worth a line
-        self._write()
+        if self.tty or self._written != (self.done_amount, self.total, self.note):
+            self._write()
         if self.tty:
             with contextlib.suppress(OSError, ValueError):
                 self.stream.write("\n")

@@ -112,7 +112,7 @@ def decimals(step):
     """Decimal places that show a value to ``step`` (e.g. 0.01 -> 2); 3 when unknown."""
     if not step or not math.isfinite(step) or step <= 0:
         return 3
-    return max(0, min(6, -math.floor(math.log10(step) + 1e-9)))
+    return max(0, min(6, -math.floor(math.log10(step) + 1e-6)))
 
 
 def rounded(value, step):
