@@ -288,7 +288,7 @@ def cmd_param(args):
             rows = s.params()
             r = _param_view(_param_by_name(s, rows, args.args[0]))
             r["value"] = s.param_get(r["name"])
-            r["shown"]["value"] = units.display(r["value"], r["quantity"])
+            r["shown"]["value"] = units.display(units.f32(r["value"]), r["quantity"])
             if args.json:
                 print_json(r)
             else:
@@ -322,7 +322,10 @@ def cmd_param(args):
             except Nack as n:
                 raise UserError(explain_nack(n, name, q, bu, names)) from None
             shown = units.shown_unit(q, bu)
-            print("%s = %s%s" % (name, _num(units.display(got, q)), " " + shown if shown else ""))
+            print(
+                "%s = %s%s"
+                % (name, _num(units.display(units.f32(got), q)), " " + shown if shown else "")
+            )
         elif args.action == "save":
             _need_args(args, 0, "")
             ack = s.request("PARAM_SAVE", flags=0)

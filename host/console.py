@@ -168,8 +168,10 @@ class Progress:
         """Draw the final state and end the line."""
         if note is not None:
             self.note = note
-        if self.tty and not self._shown and time.monotonic() - self.t0 < 0.5:
-            return  # too quick to be worth a line
+        if not self._shown and (
+            self.done_amount == 0 or (self.tty and time.monotonic() - self.t0 < 0.5)
+        ):
+            return  # nothing done, or too quick to be worth a line
         if self.tty or self._written != (self.done_amount, self.total, self.note):
             self._write()
         if self.tty:

@@ -251,7 +251,7 @@ def _esptool_logger(progress, say):
     class Logger(TemplateLogger):
         def print(self, *args, **kwargs):
             text = " ".join(str(a) for a in args).strip()
-            if text:
+            if text and text.strip("._") and kwargs.get("end", "\n") == "\n":
                 say("esptool: " + text)
 
         def note(self, message):

@@ -67,6 +67,14 @@ def display(value_si, quantity):
     return value_si
 
 
+def f32(value):
+    """A float32 from the board with the digits it really has (7 significant), so that
+    305.15 stored as 305.149994 shows as 32 degC, not 31.99999."""
+    if not math.isfinite(value):
+        return value
+    return float("%.7g" % value)
+
+
 def display_step(step_si, quantity):
     """A resolution or a difference (no offset) in the shown unit."""
     if quantity in _SHOWN:
