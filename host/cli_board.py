@@ -477,13 +477,14 @@ def cmd_upload(args):
 # -- monitor -------------------------------------------------------------------------------
 
 
-def fit_columns(columns, width):
+def fit_columns(columns, width, gap=3):
     """Keep the columns (dicts with ``priority`` and ``width``) that fit in ``width``
-    characters, most important first; returns them in their original order."""
+    characters with ``gap`` between them, most important first; returns them in their
+    original order."""
     chosen = set()
-    used = 0
+    used = -gap
     for c in sorted(columns, key=lambda c: c["priority"]):
-        w = c["width"] + 2
+        w = c["width"] + gap
         if used + w <= width or not chosen:
             chosen.add(id(c))
             used += w
@@ -520,7 +521,10 @@ class MonitorView:
             "P": "%.3g" % t.p,
             "I": "%.3g" % t.i,
             "D": "%.3g" % t.d,
-            "faults": ", ".join(faults) or "ok",
+            # the first fault and how many more (thermopilot fault list shows them all)
+            "faults": (faults[0] + (" +%d" % (len(faults) - 1) if len(faults) > 1 else ""))
+            if faults
+            else "ok",
             "fields": [
                 "%s %s" % (name, units.fmt(t.fields[k], fq))
                 for k, (name, fq) in enumerate(lp["fields"])
@@ -551,19 +555,21 @@ def monitor_table(view, latest, title, width, events):
     for key, head, prio, justify in _COLUMNS:
         w = max([len(head)] + [len(r[key]) for r in rows])
         if key == "faults":
-            w = min(w, 12)  # the rest of the line; long lists are cut with "…"
+            w = min(w, 16)  # the rest of the line; longer text is cut with "…"
         cols.append({"key": key, "head": head, "priority": prio, "width": w, "justify": justify})
     cols = fit_columns(cols, width - 1)
-    tb = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, expand=False)
-    used = sum(c["width"] + 2 for c in cols)
+    # no outer edge; one space of padding each side of a column and a separator between
+    tb = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1), show_edge=False, expand=False)
+    used = sum(c["width"] + 3 for c in cols) - 3
     for c in cols:
-        extra = max(0, width - 1 - used) if c["key"] == "faults" else 0
+        w = c["width"] + (max(0, width - 1 - used) if c["key"] == "faults" else 0)
         tb.add_column(
             c["head"],
             justify=c["justify"],
             no_wrap=True,
             overflow="ellipsis",
-            max_width=c["width"] + extra,
+            min_width=min(w, c["width"]),
+            max_width=w,
         )
     for r in rows:
         tb.add_row(*[r[c["key"]] for c in cols])
