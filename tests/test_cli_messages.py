@@ -229,3 +229,24 @@ def test_info_into_a_closed_pipe_is_not_an_error(board):
     assert res.stdout.startswith("board ")
     assert "Broken pipe" not in res.stderr and "Traceback" not in res.stderr, res.stderr
     assert res.returncode == 0, res.stderr
+
+
+def test_json_for_scripts(board):
+    import json
+
+    info = json.loads(run_cli("info", "--json", "--port", board.port).stdout)
+    assert info["board"] == "virtual" and info["schema"] == "%08x" % schema.SCHEMA_HASH
+    assert info["loops"][0]["name"] == "cool" and info["loops"][0]["unit"] == "°C"
+    assert info["link"]["board_rx_ok"] > 0
+    rows = json.loads(run_cli("param", "list", "--json", "--port", board.port).stdout)
+    sp = [r for r in rows if r["name"] == "cool.sp"][0]
+    assert sp["unit"] == "K" and sp["quantity"] == "temperature" and sp["shown_unit"] == "°C"
+    assert sp["value"] == pytest.approx(sp["shown"]["value"] + 273.15, abs=1e-3)
+    got = json.loads(run_cli("param", "get", "cool.kp", "--json", "--port", board.port).stdout)
+    assert got["name"] == "cool.kp" and got["value"] == pytest.approx(0.3)
+    assert json.loads(run_cli("fault", "list", "--json", "--port", board.port).stdout) == []
+
+
+def test_shell_completion_script():
+    res = run_cli("completion", "bash")
+    assert res.returncode == 0 and "thermopilot" in res.stdout and "complete" in res.stdout
