@@ -70,9 +70,15 @@ def test_vm_heap_is_no_larger_than_an_esp32(vboard):
     assert "heapsize=160K" in " ".join(out)
 
 
-def test_vboard_command_prints_port_and_stops_cleanly_on_ctrl_c():
+def test_vboard_command_prints_port_and_stops_cleanly_on_ctrl_c(tmp_path):
+    # its filesystem goes under this cache, not the user's
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path))
     proc = subprocess.Popen(
-        THERMOPILOT + ["vboard"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        THERMOPILOT + ["vboard"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     try:
         proc.stdout.readline()
