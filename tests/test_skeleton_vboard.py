@@ -228,7 +228,8 @@ def test_heap_minimum_is_enough_to_run_and_is_stated():
         sc = dict(scenario.load(str(ROOT / "hil" / "scenarios" / "battery_hold.toml")))
         sc.update(duration_s=30, faults=[])
         res = rig.run(sc, session=s)
-        assert not any(r["faults"] >> schema.FAULTS["internal"] & 1 for r in res.rows)
+        faults = res.rows["faults"].astype(int)
+        assert not any(f >> schema.FAULTS["internal"] & 1 for f in faults)
         s.request("PARAM_SAVE", flags=0)
     with pytest.raises(RuntimeError, match="below the %s the firmware needs" % heap_text(need)):
         VirtualBoard(heap=heap_text(need - 4096)).start()
