@@ -7,7 +7,7 @@ import pathlib
 import sys
 
 HERE = pathlib.Path(__file__).resolve().parent
-V2 = HERE.parent / "hil" / "scenarios" / "v2"
+V2 = HERE.parent / "hil" / "scenarios"
 C = 273.15
 
 BATTERY = (

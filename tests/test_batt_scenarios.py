@@ -111,7 +111,7 @@ def test_the_ptc_keeps_its_minimum_on_and_off_times(session):
             switches.append((r["t_s"], on))
     assert len(switches) >= 4, switches  # it did cycle
     for (t0, _on), (t1, _) in zip(switches[1:], switches[2:], strict=False):
-        assert t1 - t0 >= 30.0 - 1e-6, switches  # ptc_on_s = ptc_off_s = 30 s
+        assert t1 - t0 >= 30.0 - 1e-6, switches  # ptc_min_s = 30 s on and off
 
 
 def test_chiller_request_holds_the_inlet_when_it_can(session):
@@ -164,7 +164,7 @@ def test_too_few_cell_sensors_trip_to_the_safe_state(session):
     sc["criteria"] = []
     sc["faults"] = [{"kind": "sensor_open", "t_s": 60.0, "channel": c} for c in range(6)]
     res = run(session, sc)
-    assert "sensing_lost" in res.fault_t  # 2 groups left < min_groups 3
+    assert "sensing_lost" in res.fault_t  # 2 groups left, fewer than 3
     last = res.rows[-1]["out"]
     assert last[3] == pytest.approx(0.3) and last[2] == 0.0  # derated, PTC off
 

@@ -1,52 +1,46 @@
 # The battery controller's parameter table and board checks (ctl_batt.py). Needed only at boot:
 # ctl_batt imports this module for them and forgets it again, so its RAM is given back.
 #
-# One parameter per row: suffix, unit, quantity, min, max, default (temperatures in K). The
-# order is the controller's: ctl_batt addresses each parameter by its row number here.
+# One parameter per row, as the application takes it: suffix, unit, quantity, type, min, max,
+# default (temperatures in K). The order is the controller's: ctl_batt addresses each parameter
+# by its row number here. Rows no default or noise floor changes are handed over as they are.
 import math
 
 from .codec import PTYPE_F32
 
 TABLE = (
-    ("heat_on", "K", "temperature", 233.15, 323.15, 283.15),
-    ("heat_off", "K", "temperature", 233.15, 323.15, 288.15),
-    ("cool_off", "K", "temperature", 253.15, 343.15, 303.15),
-    ("cool_on", "K", "temperature", 253.15, 343.15, 305.15),
-    ("t_alarm", "K", "temperature", 273.15, 363.15, 328.15),
-    ("tin_cool", "K", "temperature", 263.15, 323.15, 293.15),
-    ("tin_heat", "K", "temperature", 283.15, 343.15, 308.15),
-    ("ch_kp", "K/K", "gain", 0.0, 10.0, 1.0),
-    ("ch_ki", "1/s", "gain", 0.0, 1.0, 0.02),
-    ("ht_kp", "W/K", "gain", 0.0, 10000.0, 800.0),
-    ("ht_ki", "W/Ks", "gain", 0.0, 1000.0, 20.0),
-    ("ptc_on_s", "s", "time", 0.0, 600.0, 30.0),
-    ("ptc_off_s", "s", "time", 0.0, 600.0, 30.0),
-    ("p_idle", "", "fraction", 0.0, 1.0, 0.12),
-    ("p_min", "", "fraction", 0.0, 1.0, 0.15),
-    ("sprd_sp", "K", "temperature_difference", 0.2, 20.0, 2.0),
-    ("dtc_sp", "K", "temperature_difference", 0.5, 20.0, 3.0),
-    ("p_kp", "1/K", "gain", 0.0, 10.0, 0.05),
-    ("p_ki", "1/Ks", "gain", 0.0, 1.0, 0.0005),
-    ("r_pack", "ohm", "none", 0.0, 10.0, 0.096),
-    ("rate_warn", "K/s", "rate", 0.0, 10.0, 0.01),
-    ("rate_alarm", "K/s", "rate", 0.0, 10.0, 0.018),
-    ("dev_warn", "K", "temperature_difference", 0.0, 100.0, 5.0),
-    ("dev_alarm", "K", "temperature_difference", 0.0, 100.0, 8.0),
-    ("gas_warn", "ppm", "concentration", 0.0, 1000000.0, 50.0),
-    ("gas_alarm", "ppm", "concentration", 0.0, 1000000.0, 200.0),
-    ("der_warn", "", "fraction", 0.0, 1.0, 0.5),
-    ("der_fault", "", "fraction", 0.0, 1.0, 0.3),
-    ("der_alarm", "", "fraction", 0.0, 1.0, 0.0),
-    ("flow_full", "L/min", "flow", 0.1, 1000.0, 20.0),
-    ("flow_tol", "", "fraction", 0.05, 0.95, 0.5),
-    ("pf_delay_s", "s", "time", 0.5, 60.0, 5.0),
-    ("ch_ua", "W/K", "none", 1.0, 10000.0, 110.0),
-    ("ch_ref", "K", "temperature", 233.15, 323.15, 288.15),
-    ("cl_delay_s", "s", "time", 1.0, 300.0, 20.0),
-    ("lvl_low", "", "fraction", 0.0, 1.0, 0.5),
-    ("min_groups", "", "count", 2.0, 8.0, 3.0),
-    ("ua_pack", "W/K", "none", 1.0, 10000.0, 240.0),
-    ("ch_cap", "W", "power", 1.0, 100000.0, 5000.0),
+    ("heat_on", "K", "temperature", PTYPE_F32, 233.15, 323.15, 283.15),
+    ("heat_off", "K", "temperature", PTYPE_F32, 233.15, 323.15, 288.15),
+    ("cool_off", "K", "temperature", PTYPE_F32, 253.15, 343.15, 303.15),
+    ("cool_on", "K", "temperature", PTYPE_F32, 253.15, 343.15, 305.15),
+    ("t_alarm", "K", "temperature", PTYPE_F32, 273.15, 363.15, 328.15),
+    ("tin_cool", "K", "temperature", PTYPE_F32, 263.15, 323.15, 293.15),
+    ("tin_heat", "K", "temperature", PTYPE_F32, 283.15, 343.15, 308.15),
+    ("ch_kp", "K/K", "gain", PTYPE_F32, 0.0, 10.0, 1.0),
+    ("ch_ki", "1/s", "gain", PTYPE_F32, 0.0, 1.0, 0.02),
+    ("ht_kp", "W/K", "gain", PTYPE_F32, 0.0, 10000.0, 800.0),
+    ("ht_ki", "W/Ks", "gain", PTYPE_F32, 0.0, 1000.0, 20.0),
+    ("ptc_min_s", "s", "time", PTYPE_F32, 0.0, 600.0, 30.0),
+    ("p_min", "", "fraction", PTYPE_F32, 0.0, 1.0, 0.12),
+    ("sprd_sp", "K", "temperature_difference", PTYPE_F32, 0.2, 20.0, 2.0),
+    ("p_kp", "1/K", "gain", PTYPE_F32, 0.0, 10.0, 0.05),
+    ("p_ki", "1/Ks", "gain", PTYPE_F32, 0.0, 1.0, 0.0005),
+    ("r_pack", "ohm", "none", PTYPE_F32, 0.0, 10.0, 0.096),
+    ("rate_warn", "K/s", "rate", PTYPE_F32, 0.0, 10.0, 0.01),
+    ("rate_alarm", "K/s", "rate", PTYPE_F32, 0.0, 10.0, 0.018),
+    ("dev_warn", "K", "temperature_difference", PTYPE_F32, 0.0, 100.0, 5.0),
+    ("dev_alarm", "K", "temperature_difference", PTYPE_F32, 0.0, 100.0, 8.0),
+    ("gas_warn", "ppm", "concentration", PTYPE_F32, 0.0, 1000000.0, 50.0),
+    ("gas_alarm", "ppm", "concentration", PTYPE_F32, 0.0, 1000000.0, 200.0),
+    ("der_warn", "", "fraction", PTYPE_F32, 0.0, 1.0, 0.5),
+    ("der_fault", "", "fraction", PTYPE_F32, 0.0, 1.0, 0.3),
+    ("der_alarm", "", "fraction", PTYPE_F32, 0.0, 1.0, 0.0),
+    ("flow_full", "L/min", "flow", PTYPE_F32, 0.1, 1000.0, 20.0),
+    ("flow_tol", "", "fraction", PTYPE_F32, 0.05, 0.95, 0.5),
+    ("ch_ua", "W/K", "none", PTYPE_F32, 1.0, 10000.0, 110.0),
+    ("ch_ref", "K", "temperature", PTYPE_F32, 233.15, 323.15, 288.15),
+    ("ch_cap", "W", "power", PTYPE_F32, 1.0, 100000.0, 5000.0),
+    ("lvl_low", "", "fraction", PTYPE_F32, 0.0, 1.0, 0.5),
 )
 
 # a detection level must be this many noise bands above the noise it is judged against
@@ -87,11 +81,13 @@ def floors(cfg, board, tau_f, tau_s, dt_s):
 def rows(cfg, board, fl):
     d = cfg.get("defaults", {})
     out = []
-    for suffix, unit, q, lo, hi, default in TABLE:
+    for r in TABLE:
+        suffix = r[0]
         f = fl.get(suffix)
-        if f is not None and f[0] > lo:
-            lo = f[0]
-        out.append((suffix, unit, q, PTYPE_F32, lo, hi, d.get(suffix, default)))
+        if suffix in d or (f is not None and f[0] > r[4]):
+            lo = f[0] if f is not None and f[0] > r[4] else r[4]
+            r = (suffix, r[1], r[2], r[3], lo, r[5], d.get(suffix, r[6]))
+        out.append(r)
     return out
 
 

@@ -17,7 +17,7 @@
 #     runs full cooling and derates to der_alarm): a group's temperature rate above the other
 #     groups' mean rate, a group's temperature above the other groups' mean, the pack's
 #     off-gas (optional sensor)
-#   over_temperature (cell max above t_alarm); sensing_lost (fewer than min_groups groups)
+#   over_temperature (cell max above t_alarm); sensing_lost (fewer than 3 healthy groups)
 #   pump_failure: flow below flow_tol of what the duty should give (flow sensor) or, without
 #     one, the pack outlet running away from a plate model that assumes the pump works
 #   cooling_lost: the chiller outlet not colder than its inlet by cl_frac of the drop the
@@ -48,34 +48,27 @@ _CH_KP = const(7)
 _CH_KI = const(8)
 _HT_KP = const(9)
 _HT_KI = const(10)
-_PTC_ON_S = const(11)
-_PTC_OFF_S = const(12)
-_P_IDLE = const(13)
-_P_MIN = const(14)
-_SPRD_SP = const(15)
-_DTC_SP = const(16)
-_P_KP = const(17)
-_P_KI = const(18)
-_R_PACK = const(19)
-_RATE_WARN = const(20)
-_RATE_ALARM = const(21)
-_DEV_WARN = const(22)
-_DEV_ALARM = const(23)
-_GAS_WARN = const(24)
-_GAS_ALARM = const(25)
-_DER_WARN = const(26)
-_DER_FAULT = const(27)
-_DER_ALARM = const(28)
-_FLOW_FULL = const(29)
-_FLOW_TOL = const(30)
-_PF_DELAY_S = const(31)
-_CH_UA = const(32)
-_CH_REF = const(33)
-_CL_DELAY_S = const(34)
-_LVL_LOW = const(35)
-_MIN_GROUPS = const(36)
-_UA_PACK = const(37)
-_CH_CAP = const(38)
+_PTC_MIN_S = const(11)
+_P_MIN = const(12)
+_SPRD_SP = const(13)
+_P_KP = const(14)
+_P_KI = const(15)
+_R_PACK = const(16)
+_RATE_WARN = const(17)
+_RATE_ALARM = const(18)
+_DEV_WARN = const(19)
+_DEV_ALARM = const(20)
+_GAS_WARN = const(21)
+_GAS_ALARM = const(22)
+_DER_WARN = const(23)
+_DER_FAULT = const(24)
+_DER_ALARM = const(25)
+_FLOW_FULL = const(26)
+_FLOW_TOL = const(27)
+_CH_UA = const(28)
+_CH_REF = const(29)
+_CH_CAP = const(30)
+_LVL_LOW = const(31)
 
 _IDLE = const(0)
 _COOL = const(1)
@@ -103,6 +96,15 @@ _CL_FRAC = 0.3  # chiller lost: drop below this fraction of the expected one
 _PM_RES = 3.0  # pump model: outlet this far (K) above the model ...
 _PM_DELAY_S = const(10)  # ... for this long
 _LK_DELAY_S = const(5)  # level below lvl_low this long: leak
+_PF_DELAY_MS = const(5000)  # flow below flow_tol of the expected this long: pump failure
+_CL_DELAY_S = const(20)  # the chiller's outlet not colder this long: chiller lost
+_MIN_GROUPS = const(3)  # fewer healthy cell groups than this: sensing_lost
+# the pack's cells-to-coolant conductance (the pump model without a flow sensor); the
+# bundled pack's 240 W/K (docs/plants.md)
+_UA_PACK = 240.0
+# the coolant's change across the pack the pump aims at, per kelvin of the cells' spread
+# target: the spread is about half the coolant's change on the bundled plate
+_DTC_PER_SPREAD = 1.5
 _Q_TAU = 60.0  # s, averaging of the pack heat for the pump's feed-forward
 _DTC_TAU = 30.0  # s, averaging of the coolant's change across the pack for the pump's PI
 
@@ -205,7 +207,6 @@ class BatteryLoop(Controller):
         ("rate_warn", "rate_alarm", 0.001),
         ("dev_warn", "dev_alarm", 0.5),
         ("gas_warn", "gas_alarm", 10.0),
-        ("p_idle", "p_min", 0.0),
         ("der_alarm", "der_fault", 0.0),
         ("der_fault", "der_warn", 0.0),
     )
@@ -440,7 +441,7 @@ class BatteryLoop(Controller):
                 if lost & (1 << g):
                     sup.notice(codec.NOTICE_SENSOR_DEGRADED, idx, self.b[_CH + g], t_ms, True)
         i[_REPORTED] = i[_HEALTHY]
-        if i[_N] < v[p + _MIN_GROUPS]:
+        if i[_N] < _MIN_GROUPS:
             sup.latch(codec.FAULT_SENSING_LOST, idx, i[_N], t_ms)
         elif f[_CMAX] > v[p + _T_ALARM]:
             sup.latch(codec.FAULT_OVER_TEMPERATURE, idx, f[_CMAX], t_ms)
@@ -506,7 +507,7 @@ class BatteryLoop(Controller):
         if exp > 0.0 and q < v[self.p0 + _FLOW_TOL] * exp:
             if i[_PF_SINCE] < 0:
                 i[_PF_SINCE] = t_ms
-            if elapsed(t_ms, i[_PF_SINCE]) >= v[self.p0 + _PF_DELAY_S] * 1000.0:
+            if elapsed(t_ms, i[_PF_SINCE]) >= _PF_DELAY_MS:
                 sup.latch(codec.FAULT_PUMP_FAILURE, self.idx, q, t_ms)
         else:
             i[_PF_SINCE] = -1
@@ -528,7 +529,7 @@ class BatteryLoop(Controller):
         if tin != tin:
             i[_PM_S] = 0
             return
-        ua = self.v[self.p0 + _UA_PACK]
+        ua = _UA_PACK
         t_out = x[c]
         mean = f[_CMIN] + 0.5 * f[_SPREAD]
         mcp = exp * _CP_LPM
@@ -574,7 +575,7 @@ class BatteryLoop(Controller):
         drop_exp = v[self.p0 + _CH_UA] * (t_in - v[self.p0 + _CH_REF]) / (flow * _CP_LPM)
         if drop_exp >= 1.0 and t_in - x[c_out] < _CL_FRAC * drop_exp:
             i[_CL_S] += 1
-            if i[_CL_S] >= v[self.p0 + _CL_DELAY_S]:
+            if i[_CL_S] >= _CL_DELAY_S:
                 sup.latch(codec.FAULT_COOLING_LOST, self.idx, t_in - x[c_out], t_ms)
         else:
             i[_CL_S] = 0
@@ -631,14 +632,14 @@ class BatteryLoop(Controller):
             m = _COOL  # a runaway warning: full cooling
         # pump, for the cells: the coolant's temperature change across the pack is what makes
         # their spread and what flow can change. Feed-forward: the flow that carries the
-        # pack's heat (and the PTC's) with a change of dtc_sp; a PI on the measured change
+        # pack's heat (and the PTC's) with a change of 1.5 sprd_sp; a PI on the measured change
         # (pack outlet - inlet) trims it. A cell spread above sprd_sp asks for a smaller change
         # (down to half). Without an outlet sensor the PI works on the cell spread itself.
-        lo = v[p + _P_IDLE] if m == _IDLE else v[p + _P_MIN]
+        lo = v[p + _P_MIN]
         if (m == _HEAT or self.iv[_PTC]) and lo < _P_HEAT:
             lo = _P_HEAT
         spread = f[_SPREAD]
-        dtc = v[p + _DTC_SP]
+        dtc = _DTC_PER_SPREAD * v[p + _SPRD_SP]
         if spread > v[p + _SPRD_SP]:
             r = v[p + _SPRD_SP] / spread
             dtc *= r if r > 0.5 else 0.5
@@ -699,7 +700,7 @@ class BatteryLoop(Controller):
 
     def _ptc(self, m, tin, chill, dt_s, t_ms):
         """PTC power: holds the inlet at tin_heat in heat mode; on and off states last at
-        least ptc_on_s / ptc_off_s, except that hot cells or a runaway warning switch it off
+        least ptc_min_s, except that hot cells or a runaway warning switch it off
         at once, and it never starts while the chiller runs."""
         if self.heat_ch < 0:
             return 0.0
@@ -716,12 +717,12 @@ class BatteryLoop(Controller):
         stop = i[_WARN] or (i[_N] and self.f[_CMAX] > v[p + _COOL_ON])
         lo = _PTC_MIN * self.heat_max
         if i[_PTC]:
-            if stop or (want <= 0.0 and since >= v[p + _PTC_ON_S]):
+            if stop or (want <= 0.0 and since >= v[p + _PTC_MIN_S]):
                 i[_PTC] = 0
                 i[_PTC_T] = t_ms
                 return 0.0
             return want if want > lo else lo
-        if want > 0.0 and chill <= 0.0 and not stop and since >= v[p + _PTC_OFF_S]:
+        if want > 0.0 and chill <= 0.0 and not stop and since >= v[p + _PTC_MIN_S]:
             i[_PTC] = 1
             i[_PTC_T] = t_ms
             return want if want > lo else lo
