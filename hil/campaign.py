@@ -245,6 +245,15 @@ def load(path):
 
 def expand(raw, where="campaign", base_dir=None):
     """Expand a campaign dict into cases, each checked as a scenario."""
+    try:
+        return _expand(raw, where, base_dir)
+    except CampaignError:
+        raise
+    except ScenarioError as exc:
+        raise CampaignError(str(exc)) from None
+
+
+def _expand(raw, where, base_dir):
     top = read_table(raw, CAMPAIGN_KEYS, where)
     if not scenario.NAME_RE.match(top["name"]):
         raise CampaignError(
@@ -701,6 +710,7 @@ def summary_plot(rows, path, title):
         )
         ax2.axhline(1.0, color="k", ls="--", lw=1, label="stated latency")
         ax2.set_yscale("symlog", linthresh=0.01)
+        ax2.set_ylim(-0.002, 2.0)
         ax2.legend(fontsize=8)
     ax2.set_xlabel("case")
     ax2.set_ylabel("latency / stated")

@@ -81,21 +81,14 @@ def _verdict_text(v):
     return "%s: %s" % (v.get("label", v["criterion"]), "PASS" if v["passed"] else "FAIL")
 
 
-def plot(result, path):
-    """Write the run plot of ``result`` (a rig.RigResult with verdicts) to ``path``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def layout(result):
+    """What the plot shows where: loop_panel [(loop, judged signal, quantity)], extra
+    {quantity or "__main__": [signals]}, extra_panels [(quantity, signals)], disturbances
+    [input names], actuator units {input: unit label}."""
     rows = result.rows
     ctx = rows.ctx
     sc = result.scenario
-    t = rows.t
     crits = result.rig.criteria
-    verdicts = {v["index"]: v for v in result.verdicts}
-
-    # -- what goes where -----------------------------------------------------------------
     loop_panel = []  # (loop name, judged signal, quantity)
     for info in ctx.loops:
         sig = ctx.judged_signal(info)
@@ -133,6 +126,39 @@ def plot(result, path):
             disturbances.append(name)
     disturbances = disturbances[:MAX_DISTURBANCES]
 
+    units = {
+        a["input"]: (ctx.input_unit(a["input"]) if ctx.input_unit(a["input"]) not in ("-", "")
+                     else "0..1")
+        for a in sc["actuators"]
+    }  # fmt: skip
+    return {
+        "loop_panel": loop_panel,
+        "extra": extra,
+        "extra_panels": extra_panels,
+        "disturbances": disturbances,
+        "actuator_units": units,
+    }
+
+
+def plot(result, path):
+    """Write the run plot of ``result`` (a rig.RigResult with verdicts) to ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result.rows
+    ctx = rows.ctx
+    sc = result.scenario
+    t = rows.t
+    crits = result.rig.criteria
+    verdicts = {v["index"]: v for v in result.verdicts}
+
+    lay = layout(result)
+    loop_panel = lay["loop_panel"]
+    extra = lay["extra"]
+    extra_panels = lay["extra_panels"]
+    disturbances = lay["disturbances"]
     n_panels = 1 + len(extra_panels) + 1 + len(disturbances) + 1
     ratios = [3] + [1.6] * len(extra_panels) + [1.8] + [1.1] * len(disturbances) + [0.9]
     fig, axes = plt.subplots(

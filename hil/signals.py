@@ -208,6 +208,22 @@ def _controller_attrs(controller):
     return quantity, fields
 
 
+@functools.lru_cache(maxsize=1)
+def global_param_names():
+    """Names of the board-wide parameters (firmware/tpfw/app.py _GLOBAL_ROWS), or None when
+    they are not a literal the host can read."""
+    try:
+        tree = ast.parse((resources.firmware_dir() / "tpfw" / "app.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == "_GLOBAL_ROWS" for t in node.targets
+            ):
+                return tuple(r.elts[0].value for r in node.value.elts)
+    except (OSError, SyntaxError, AttributeError, ValueError):
+        pass
+    return None
+
+
 def loop_info(board):
     """Static description of every loop of a board definition: list of dicts with name,
     controller, quantity (None when only the board can tell) and fields (None likewise)."""

@@ -9,7 +9,7 @@ from thermopilot.hil.vboard import VirtualBoard
 
 pytest_plugins = ["pytester"]
 
-TESTS = '''
+TESTS = """
 import pytest
 
 @pytest.mark.hil(board="virtual_chip")
@@ -25,7 +25,7 @@ def test_run_a_bundled_scenario(run_scenario):
 
 def test_not_hil():
     pass
-'''
+"""
 
 
 def test_the_plugin_is_registered_as_an_entry_point():
