@@ -47,6 +47,7 @@ import os
 import pathlib
 import random
 import re
+import shutil
 import signal
 import time
 import traceback
@@ -369,8 +370,8 @@ def _expect_text(exp):
 def run_case(case, out_dir, plots="failed", on_vm=None, native=True, rows="failed"):
     """Run one case on a fresh virtual board; returns a small result dict (no rows).
 
-    ``on_vm(pgid)`` is called once the case's VM runs (the local pool records it so that it can
-    kill the VM's process group if this worker dies).
+    ``on_vm(pgid, workdir)`` is called once the case's VM runs (the local pool records it so
+    that it can kill the VM's process group and remove its filesystem if this worker dies).
     """
     from thermopilot.protocol.link import Session
 
@@ -395,7 +396,7 @@ def run_case(case, out_dir, plots="failed", on_vm=None, native=True, rows="faile
         try:
             vb.start(deploy=False, run=False)
             if on_vm is not None:
-                on_vm(vb.proc.pid)
+                on_vm(vb.proc.pid, vb.workdir)
             vb.deploy()
             vb.run_app()
             with Session(vb.port) as s:
@@ -431,8 +432,8 @@ def _worker_main(conn, out_dir, plots, native):
     # the parent handles Ctrl-C; a worker is told to stop or is terminated
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
-    def on_vm(pgid):
-        conn.send(("vm", pgid))
+    def on_vm(pgid, workdir=None):
+        conn.send(("vm", (pgid, workdir)))
 
     while True:
         try:
@@ -517,8 +518,10 @@ class LocalPool:
 
     def _replace(self, w, todo, tries, on_result):
         w.proc.join(timeout=1)
-        for pgid in w.vms:
+        for pgid, workdir in w.vms:
             _kill_group(pgid)  # the kernel killed them already (PDEATHSIG); be sure
+            if workdir:  # the dead worker could not remove its board's filesystem
+                shutil.rmtree(workdir, ignore_errors=True)
         case = w.case
         code = w.proc.exitcode
         if case is not None:
@@ -552,8 +555,10 @@ class LocalPool:
             if w.proc.is_alive():
                 w.proc.kill()
                 w.proc.join()
-            for pgid in w.vms:
+            for pgid, workdir in w.vms:
                 _kill_group(pgid)
+                if workdir:
+                    shutil.rmtree(workdir, ignore_errors=True)
         self.workers = []
 
 

@@ -207,7 +207,13 @@ class ScenarioItem(pytest.Item):
     def runtest(self):
         b = Board(self.config)
         try:
-            out = _report_dir(self.config, tempfile.mkdtemp(prefix="thermopilot-hil-"))
+            factory = getattr(self.config, "_tmp_path_factory", None)  # pytest's tmp_path
+            tmp = (
+                factory.mktemp(self.path_toml.stem)
+                if factory is not None
+                else tempfile.mkdtemp(prefix="thermopilot-hil-")
+            )
+            out = _report_dir(self.config, tmp)
             result = run_on(b, self.path_toml, out)
         finally:
             b.stop()

@@ -198,6 +198,7 @@ def test_local_pool_survives_a_killed_worker_without_leaking_its_vm(tmp_path):
     rows = read_results(tmp_path / "rep" / "small" / "results.csv")
     assert len(rows) == 3 and all(r["passed"] == "True" for r in rows)  # the case ran again
     assert our_vms(tmpdir) == []
+    assert list(tmpdir.glob("thermopilot-vboard-*")) == []  # nor its board's filesystem
 
 
 def test_ctrl_c_stops_the_workers_and_their_boards(tmp_path):
