@@ -49,6 +49,7 @@ import random
 import re
 import shutil
 import signal
+import tempfile
 import time
 import traceback
 
@@ -392,17 +393,23 @@ def run_case(case, out_dir, plots="failed", on_vm=None, native=True, rows="faile
     try:
         sc = scenario.check(case["raw"], case["id"], base_dir=case["base_dir"])
         the_rig = rig.Rig(sc, seed=case["seed"])
-        vb = VirtualBoard(board=sc["board_path"], native=native)
+        # the board's filesystem is made here and announced first, so that whoever cleans up
+        # after a killed worker knows it even if the worker dies while the VM starts
+        workdir = tempfile.mkdtemp(prefix="thermopilot-vboard-")
+        if on_vm is not None:
+            on_vm(None, workdir)
+        vb = VirtualBoard(board=sc["board_path"], native=native, workdir=workdir)
         try:
             vb.start(deploy=False, run=False)
             if on_vm is not None:
-                on_vm(vb.proc.pid, vb.workdir)
+                on_vm(vb.proc.pid, workdir)
             vb.deploy()
             vb.run_app()
             with Session(vb.port) as s:
                 result = the_rig.run(s, restore_params=False)
         finally:
             vb.stop()
+            shutil.rmtree(workdir, ignore_errors=True)
         result.evaluate()
         res["passed"] = result.passed
         res["verdicts"] = [
@@ -519,7 +526,8 @@ class LocalPool:
     def _replace(self, w, todo, tries, on_result):
         w.proc.join(timeout=1)
         for pgid, workdir in w.vms:
-            _kill_group(pgid)  # the kernel killed them already (PDEATHSIG); be sure
+            if pgid:
+                _kill_group(pgid)  # the kernel killed them already (PDEATHSIG); be sure
             if workdir:  # the dead worker could not remove its board's filesystem
                 shutil.rmtree(workdir, ignore_errors=True)
         case = w.case
@@ -556,7 +564,8 @@ class LocalPool:
                 w.proc.kill()
                 w.proc.join()
             for pgid, workdir in w.vms:
-                _kill_group(pgid)
+                if pgid:
+                    _kill_group(pgid)
                 if workdir:
                     shutil.rmtree(workdir, ignore_errors=True)
         self.workers = []
