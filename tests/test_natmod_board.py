@@ -123,10 +123,10 @@ def test_demo_scenario_same_trajectory_with_and_without_the_module(tmp_path):
         assert res.returncode == 0, res.stdout + res.stderr
         core = "MicroPython" if flag else "C (tpcore)"
         assert "control core on the board: %s\n" % core in res.stdout, res.stdout
-        runs[flag] = np.genfromtxt(out / "rows.csv", delimiter=",", names=True)
+        runs[flag] = np.genfromtxt(out / "rows.csv", delimiter=",", names=True, deletechars="")
     a, b = runs[""], runs["--no-native"]
     assert len(a) == len(b) > 1000
     # float32 (C) and double (MicroPython) PID on the same closed loop: the pump command and
     # the coolant temperature stay within a hair of each other over the whole run
-    assert np.max(np.abs(a["out0"] - b["out0"])) < 0.01
-    assert np.max(np.abs(a["measurement_c"] - b["measurement_c"])) < 0.01
+    assert np.max(np.abs(a["out.0"] - b["out.0"])) < 0.01
+    assert np.max(np.abs(a["plant.coolant_out_k"] - b["plant.coolant_out_k"])) < 0.01
