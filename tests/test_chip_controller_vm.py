@@ -98,8 +98,10 @@ def test_the_power_cap_follows_the_junction_estimate_in_every_mode(tmp_path):
     assert tj == pytest.approx(323.15 + 0.03 * 750.0, abs=0.1)  # case + r_jc P
     # the cap: the least of the junction limit (95 degC) and the case slope to 87 degC
     expect = min((368.15 - 353.15) / 0.03, (360.15 - 353.15) * 100.0)
-    for name in ("hot_case", "off_hot", "safe_hot"):
+    for name in ("hot_case", "off_hot"):
         assert got[name][1] == pytest.approx(expect, abs=5.0), (name, got[name])
+    # in the safe state never above the board's safe cap (300 W)
+    assert got["safe_hot"][1] == pytest.approx(min(expect, 300.0), abs=1e-3), got["safe_hot"]
     # off: the pump at its off value (the board gives it none: its safe value, full), the cap
     # still on guard
     assert got["off_hot"][0] == 1.0

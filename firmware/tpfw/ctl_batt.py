@@ -14,18 +14,19 @@
 # each group's readings over that second:
 #   thermal-runaway ladder, each signal with a warning (notice runaway_warning, derate
 #     der_warn, full cooling) and an alarm held 2 s (fault thermal_runaway: the safe sequence
-#     runs full cooling and derates to der_alarm): a group's temperature rate above the other
-#     groups' mean rate, a group's temperature above the other groups' mean, the pack's
-#     off-gas (optional sensor)
+#     runs full cooling and derates to der_alarm): a group's temperature rate above the
+#     healthy groups' median rate, a group's temperature above their median temperature, the
+#     pack's off-gas (optional sensor)
 #   over_temperature (cell max above t_alarm); sensing_lost (fewer than 3 healthy groups)
 #   pump_failure: flow below flow_tol of what the duty should give (flow sensor) or, without
 #     one, the pack outlet running away from a plate model that assumes the pump works
 #   cooling_lost: the chiller outlet not colder than its inlet by cl_frac of the drop the
 #     requested chiller should give
 #   coolant_leak: the expansion reservoir's level below lvl_low (level sensor)
-# A cell-group sensor the supervisor finds faulty ("critical": false in the board definition)
-# is left out of every statistic and reported (notice sensor_degraded); the ladder runs on the
-# remaining groups.
+# A cell-group sensor the supervisor finds faulty ("critical": false in the board definition),
+# or whose reading scatters far beyond its stated noise (latched here as sensor_implausible,
+# not tripping), is left out of every statistic until the board's sensor faults are reset, and
+# reported (notice sensor_degraded); the ladder runs on the remaining groups.
 import math
 import sys
 from array import array
@@ -107,6 +108,16 @@ _UA_PACK = 240.0
 _DTC_PER_SPREAD = 1.5
 _Q_TAU = 60.0  # s, averaging of the pack heat for the pump's feed-forward
 _DTC_TAU = 30.0  # s, averaging of the coolant's change across the pack for the pump's PI
+# A probe whose reading scatters back and forth (roughness: the sum of its changes' sizes over
+# a second less the size of their sum; a real temperature, smoothed by the probe, only drifts)
+# beyond what its stated noise can give: 0.7 K plus 3 noise bands per reading, filtered over
+# 5 s (a pack walked at random by 0.4 K a tick with 0.3 K of scatter, far rougher than a
+# real one, stays under 0.75). A cell group's rate estimate would otherwise read scatter as a
+# runaway: 2 K of scatter is found in 4 s, before the rate alarm's 3 s.
+_ROUGH_K = 0.7
+_ROUGH_N = 3.0
+# the supervisor's sensor faults: while one is latched, a group whose probe failed stays out
+_SENSOR_BITS = const(0x707)  # open, short, implausible, stuck, rate, drift (bits 0-2, 8-10)
 
 # The state lives in three preallocated arrays (a few allocations at boot instead of dozens
 # of attributes, which fragment a small heap, and floats stored unboxed).
@@ -135,13 +146,20 @@ _I_PUMP = const(47)  # PI integrals
 _I_CHILL = const(48)  # (the chiller's PI keeps its last error here)
 _I_HEAT = const(49)
 _DTC = const(50)  # coolant temperature change across the pack, filtered
-_NF = const(51)
+# per-group again: f slot + group
+_PREV = const(51)  # last healthy reading (NaN: none)
+_RA = const(59)  # this second: sum of |reading change|
+_RS = const(67)  # this second: sum of reading changes
+_RG = const(75)  # roughness (K per second), filtered
+_SORT = const(83)  # scratch for the medians
+_NF = const(91)
 # per-group bytes in b: slot * 8 + group
 _CH = const(0)  # channel (_NONE: not wired)
 _CNT = const(8)  # healthy readings this second
 _BAD = const(16)  # a reading this second was not healthy
 _AGE = const(24)  # seconds since the sensor (re)appeared (saturates at 255)
-_NB = const(32)
+_OUT = const(32)  # left out until the board's sensor faults are reset
+_NB = const(40)
 # integers in i
 _MODE = const(0)
 _HEALTHY = const(1)  # bitmask of the groups in the statistics
@@ -162,7 +180,8 @@ _DRY = const(15)
 _TICK_N = const(16)
 _FRESH = const(17)  # the statistics were renewed this tick
 _SECS = const(18)
-_NI = const(19)
+_ROUGH = const(19)  # groups found rough this second (to latch)
+_NI = const(20)
 
 _ROWS = "tpfw.batt_rows"
 
@@ -246,6 +265,12 @@ class BatteryLoop(Controller):
             if c >= 0:
                 self.wired |= 1 << g
         self.per_s = max(1, int(board["tick_hz"]))  # ticks per statistics second
+        nc = 0.0
+        for g in range(_NG):
+            c = b[_CH + g]
+            if c != _NONE:
+                nc = max(nc, board["sensors"][c].get("noise", 0.0))
+        self.rough_lim = _ROUGH_K + _ROUGH_N * nc * self.per_s
         self.start()
 
     def configure(self):
@@ -258,6 +283,8 @@ class BatteryLoop(Controller):
             f[j] = 0.0
         for j in (_CMAX, _CMIN, _TIN, _FLOW, _TOUT_M):
             f[j] = math.nan
+        for g in range(_NG):
+            f[_PREV + g] = math.nan
         f[_DERATE] = 1.0
         f[_DER_TOLD] = 1.0
         b = self.b
@@ -283,10 +310,17 @@ class BatteryLoop(Controller):
             c = b[_CH + g]
             if c != _NONE:
                 if ok & (1 << c):
-                    f[_ACC + g] += x[c]
+                    v = x[c]
+                    f[_ACC + g] += v
                     b[_CNT + g] += 1
+                    d = v - f[_PREV + g]
+                    if d == d:
+                        f[_RS + g] += d
+                        f[_RA + g] += d if d > 0.0 else -d
+                    f[_PREV + g] = v
                 else:
                     b[_BAD + g] = 1
+                    f[_PREV + g] = math.nan
         i[_TICK_N] += 1
         i[_FRESH] = i[_TICK_N] >= self.per_s
         if i[_FRESH]:
@@ -344,15 +378,25 @@ class BatteryLoop(Controller):
         i = self.iv
         i[_SECS] += 1
         healthy = 0
+        rated = 0
         n = 0
         n_r = 0
-        sum_t = 0.0
-        sum_r = 0.0
         cmax = -1e9
         cmin = 1e9
+        lim = self.rough_lim
         for g in range(_NG):
             c = b[_CNT + g]
-            if b[_CH + g] == _NONE or b[_BAD + g] or not c:
+            r = f[_RS + g]
+            r = f[_RA + g] - (r if r > 0.0 else -r)
+            f[_RG + g] += (r - f[_RG + g]) * 0.2
+            f[_RA + g] = 0.0
+            f[_RS + g] = 0.0
+            if f[_RG + g] > lim and b[_CH + g] != _NONE and not b[_OUT + g]:
+                b[_OUT + g] = 1
+                i[_ROUGH] |= 1 << g
+            if b[_BAD + g]:
+                b[_OUT + g] = 1
+            if b[_CH + g] == _NONE or b[_OUT + g] or not c:
                 b[_AGE + g] = 0
                 f[_RATE + g] = math.nan
             else:
@@ -368,15 +412,13 @@ class BatteryLoop(Controller):
                 healthy |= 1 << g
                 n += 1
                 t = f[_TF + g]
-                sum_t += t
                 if t > cmax:
                     cmax = t
                 if t < cmin:
                     cmin = t
                 if b[_AGE + g] > _WARM_S:
-                    r = (t - f[_TS + g]) / (_TAU_S - _TAU_F)
-                    f[_RATE + g] = r
-                    sum_r += r
+                    f[_RATE + g] = (t - f[_TS + g]) / (_TAU_S - _TAU_F)
+                    rated |= 1 << g
                     n_r += 1
                 else:
                     f[_RATE + g] = math.nan
@@ -389,17 +431,20 @@ class BatteryLoop(Controller):
         rmax = 0.0
         i[_G_DEV] = -1
         i[_G_RATE] = -1
+        # each group against the median of the healthy groups: what they all share (a current
+        # peak, the PTC, the ambient) cancels, and one group reading far off (a runaway, a
+        # drifting probe) does not move the reference the others are judged against
         if n >= 2:
+            t_med = self._median(_TF, healthy, n)
+            r_med = self._median(_RATE, rated, n_r) if n_r >= 2 else 0.0
             for g in range(_NG):
                 if healthy & (1 << g):
-                    t = f[_TF + g]
-                    d = t - (sum_t - t) / (n - 1)
+                    d = f[_TF + g] - t_med
                     if d > dmax:
                         dmax = d
                         i[_G_DEV] = g
-                    r = f[_RATE + g]
-                    if n_r >= 2 and r == r:
-                        d = r - (sum_r - r) / (n_r - 1)
+                    if rated & (1 << g):
+                        d = f[_RATE + g] - r_med
                         if d > rmax:
                             rmax = d
                             i[_G_RATE] = g
@@ -413,6 +458,24 @@ class BatteryLoop(Controller):
             f[_CMAX] = math.nan
             f[_CMIN] = math.nan
             f[_SPREAD] = 0.0
+
+    def _median(self, base, mask, n):
+        """Median of f[base + g] over the n groups in mask (sorted in the scratch slots)."""
+        f = self.f
+        k = 0
+        for g in range(_NG):
+            if mask & (1 << g):
+                v = f[base + g]
+                j = k
+                while j > 0 and f[_SORT + j - 1] > v:
+                    f[_SORT + j] = f[_SORT + j - 1]
+                    j -= 1
+                f[_SORT + j] = v
+                k += 1
+        h = n >> 1
+        if n & 1:
+            return f[_SORT + h]
+        return 0.5 * (f[_SORT + h - 1] + f[_SORT + h])
 
     def _flow_exp(self, duty):
         """Flow (L/min) the pump gives at this duty when it works (0 below half p_min)."""
@@ -431,6 +494,20 @@ class BatteryLoop(Controller):
             sup.notice(codec.NOTICE_DERATE_REQUEST, idx, f[_DERATE], t_ms, True)
         f[_DER_TOLD] = f[_DERATE]
         self._pump_flow(sup, t_ms)
+        b = self.b
+        if i[_ROUGH]:
+            for g in range(_NG):
+                if i[_ROUGH] & (1 << g):
+                    sup.latch(codec.FAULT_SENSOR_IMPLAUSIBLE, idx, b[_CH + g], t_ms, False)
+            i[_ROUGH] = 0
+        lim = self.rough_lim
+        for g in range(_NG):
+            if b[_OUT + g] and f[_RG + g] > lim:
+                sup.cause(codec.FAULT_SENSOR_IMPLAUSIBLE)
+        if not sup.faults & _SENSOR_BITS:
+            # the sensor faults were reset (or none latched): every probe may come back
+            for g in range(_NG):
+                b[_OUT + g] = 0
         if not i[_FRESH]:
             return
         v = self.v

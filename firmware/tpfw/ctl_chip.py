@@ -22,7 +22,8 @@
 # signature at full duty for dry_delay_s: a dead or failing pump without a flow sensor, or
 # power the cooler cannot carry), junction_over_temperature (tj above tj_alarm),
 # over_temperature (case above case_alarm). Their safe sequence: pump at full, condenser
-# open, the power cap as computed (the board's safe cap when case or power is not measured).
+# open, the power cap as computed but at most the board's safe cap (which it is when case or
+# power is not measured, or one of them failed since the sensor faults were last reset).
 import math
 import sys
 from array import array
@@ -70,6 +71,8 @@ _ETA_MIN = 0.05
 _ETA_FALL = 0.1  # 1/s while the plate dries out at full duty
 _ETA_RISE = 0.005  # 1/s back toward 1 while it does not
 _ETA_WORKS = 0.3  # below this the pump is not working: no dry-out cap, it cannot help
+# the supervisor's sensor faults: open, short, implausible, stuck, rate, drift (bits 0-2, 8-10)
+_SENSOR_BITS = const(0x707)
 
 # float state (f)
 _P = const(0)  # measured power, W
@@ -96,7 +99,8 @@ _DRY_SINCE = const(1)
 _TJ_SINCE = const(2)
 _CAPPING = const(3)
 _SIG = const(4)  # dry-out signature present
-_NI = const(5)
+_OUT = const(5)  # case (1) or power (2) reading failed since the sensor faults were reset
+_NI = const(6)
 
 _ROWS = "tpfw.chip_rows"
 
@@ -195,6 +199,7 @@ class ChipLoop(Controller):
             iv[j] = -1
         iv[_CAPPING] = 0
         iv[_SIG] = 0
+        iv[_OUT] = 0
         self.n_tick = 0
 
     # ---- measurement and the power cap (every tick, every mode) --------------------------
@@ -202,9 +207,16 @@ class ChipLoop(Controller):
     def sense(self, x, ok, dt_s, t_ms):
         f = self.f
         s = self.s
+        iv = self.iv
         c = s["case"]
-        case = x[c] if ok & (1 << c) else math.nan
+        if ok & (1 << c):
+            case = x[c]
+        else:
+            case = math.nan
+            iv[_OUT] |= 1
         c = s["power"]
+        if not ok & (1 << c):
+            iv[_OUT] |= 2
         if ok & (1 << c):
             pw = x[c]
             if pw < 0.0:
@@ -250,7 +262,9 @@ class ChipLoop(Controller):
         # resistance from the case to the loop's saturation temperature on lagged power
         r = (case - tsat) / pf if pf > _P_SIG else math.nan
         f[_R_CS] = r
-        self._cap(case, pw, dt_s)
+        # a case or power reading that failed once is not trusted with the cap again until the
+        # sensor faults are reset: a loose contact, a noisy lid probe
+        self._cap(math.nan if iv[_OUT] else case, pw, dt_s)
         self.measurement = tj
         self.n_tick += 1
         if self.n_tick >= 5:  # the telemetry fields twice a second at 10 Hz
@@ -313,6 +327,8 @@ class ChipLoop(Controller):
         f = self.f
         iv = self.iv
         idx = self.idx
+        if not sup.faults & _SENSOR_BITS:
+            iv[_OUT] = 0  # reset (or none latched): the readings are trusted again
         # the cap limits the chip: it dissipates what the cap allows (until it falls well below)
         cap = f[_CAP]
         if iv[_CAPPING]:
@@ -450,11 +466,15 @@ class ChipLoop(Controller):
     def safe(self, faults, t_since_s, out):
         """Any tripping fault: the pump at full (a failing pump may still give some flow and
         full flow is the most a dry plate can get), the condenser open, and the power cap as
-        computed every tick (junction and case limits, the cooler's capacity), which falls to
-        the board's safe cap when case or power is not measured."""
+        computed every tick (junction and case limits, the cooler's capacity) but never above
+        the board's safe cap, which it is when case or power is not measured. It comes back
+        from there at the cap's own pace after a reset."""
         out[self.main] = 1.0
         if self.cond_ch >= 0:
             out[self.cond_ch] = 1.0
+        f = self.f
+        if f[_CAP] > self.cap_safe:
+            f[_CAP] = self.cap_safe
         self._protect_cap(out)
         self.hold(out)
 
