@@ -193,3 +193,53 @@ def test_a_worn_pump_is_not_a_dead_one(session):
     raw["faults"] = [{"kind": "plant_change", "t_s": 100.0, "param": "pump_health", "value": 0.5}]
     res = run(session, raw)
     assert "pump_failure" not in res.fault_t, res.fault_t
+
+
+def cooling_base():
+    """The chiller-loss scenario before its fault: 250 A, the controller cooling."""
+    raw = load("battery_chiller_loss")
+    raw["faults"] = []
+    raw["duration_s"] = 200
+    raw["criteria"] = [{"kind": "at_most", "signal": "plant.cell_max_k", "max": 318.15}]
+    return raw
+
+
+def test_a_noisy_cell_probe_is_left_out_not_taken_for_a_runaway(session):
+    # 2 K of scatter on a 0.05 K probe: its rate estimate would cross rate_alarm
+    raw = cooling_base()
+    raw["faults"] = [{"kind": "sensor_noise", "t_s": 60.0, "channel": 4, "noise": 2.0}]
+    res = run(session, raw)
+    assert res.passed, explain(res)
+    assert set(res.fault_t) == {"sensor_implausible"}, res.fault_t  # no runaway alarm
+    assert 60.0 < res.fault_t["sensor_implausible"] <= 68.0
+    assert [e["value"] for e in res.notices("sensor_degraded")] == [4.0]
+    # its first seconds may raise the warning (a precaution: derate 0.5, full cooling), which
+    # ends 30 s after the probe is left out; never the alarm
+    assert len(res.notices("runaway_warning")) <= 1
+    assert np.all(res["out.derate"][res.t > res.fault_t["sensor_implausible"] + 32.0] == 1.0)
+
+
+def test_a_probe_drifting_low_raises_no_runaway_in_the_others(session):
+    # against the others' mean a group reading ever lower made every healthy group look hot
+    raw = cooling_base()
+    raw["duration_s"] = 300
+    raw["faults"] = [{"kind": "sensor_drift", "t_s": 60.0, "channel": 2, "rate_per_s": -0.5}]
+    res = run(session, raw)
+    assert "thermal_runaway" not in res.fault_t, res.fault_t
+    assert res.notices("runaway_warning") == []
+    # found when it leaves the probe's range (-40 degC)
+    assert res.fault_t.get("sensor_open") == pytest.approx(60.0 + (36.0 + 40.0) / 0.5, abs=10.0)
+
+
+def test_a_loose_cell_probe_stays_out_until_the_faults_are_reset(session):
+    raw = cooling_base()
+    raw["faults"] = [
+        {"kind": "sensor_intermittent", "t_s": 60.0, "channel": 5, "dropout_s": 0.3,
+         "period_s": 5.0}
+    ]  # fmt: skip
+    res = run(session, raw)
+    assert res.passed, explain(res)
+    assert res.fault_t.get("sensor_open") == pytest.approx(60.0, abs=0.6)
+    # reported once: the group does not come back between the dropouts
+    assert [e["value"] for e in res.notices("sensor_degraded")] == [5.0]
+    assert res["out.derate"][-1] == 1.0

@@ -126,3 +126,22 @@ def test_the_power_cap_guards_the_junction_in_manual_mode(session):
     assert np.allclose(res["out.pump"][1:], 0.1)
     assert survived(res)
     assert res["plant.throttled"][-1] == 1.0
+
+
+def test_a_lost_power_reading_caps_the_chip_at_the_boards_safe_cap(session):
+    # no power reading, no junction estimate: the board's safe cap (300 W), not the cap the
+    # last reading gave
+    fault = {"kind": "sensor_open", "t_s": 100.0, "channel": 1}
+    res = figs.run(variant(faults=[fault], duration_s=200), session)
+    assert res.fault_t.get("sensor_open") == pytest.approx(100.0, abs=0.2)
+    assert res.at("out.power_cap", 99.0) > 1000.0
+    assert np.all(res["out.power_cap"][res.t > 100.2] <= 300.0)
+    assert survived(res)
+
+
+def test_the_safe_state_never_caps_above_the_boards_safe_cap(session):
+    # a dead pump at a cool plate would let the computed cap rise to the junction limit's
+    res = figs.run(variant(duration_s=200), session)
+    late = res.t > res.fault_t["pump_failure"] + 0.2
+    assert np.all(res["out.power_cap"][late] <= 300.0)
+    assert survived(res)
