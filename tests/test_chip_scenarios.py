@@ -145,3 +145,18 @@ def test_the_safe_state_never_caps_above_the_boards_safe_cap(session):
     late = res.t > res.fault_t["pump_failure"] + 0.2
     assert np.all(res["out.power_cap"][late] <= 300.0)
     assert survived(res)
+
+
+def test_a_case_probe_reading_below_the_boiling_fluid_is_implausible(session):
+    # drifting low, the case would raise the cap it allows until it left its range (-40 degC,
+    # minutes later); under load the lid cannot be colder than the fluid boiling under it
+    fault = {"kind": "sensor_drift", "t_s": 100.0, "channel": 0, "rate_per_s": -0.5}
+    res = figs.run(variant(faults=[fault], duration_s=200), session)
+    t_lat = res.fault_t.get("sensor_implausible")
+    case_c = res.at("plant.case_k", 99.0) - figs.C
+    sat_c = res.at("plant.sat_t_k", 99.0) - figs.C
+    # the reading passes saturation - 3 K at 0.5 K/s, then 2 s
+    want = 100.0 + (case_c - sat_c + 3.0) / 0.5 + 2.0
+    assert t_lat == pytest.approx(want, abs=2.0), (t_lat, want, res.fault_t)
+    assert np.all(res["out.power_cap"][res.t > t_lat + 0.2] <= 300.0)
+    assert survived(res)

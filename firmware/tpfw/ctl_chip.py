@@ -21,7 +21,8 @@
 # Faults: pump_failure (flow below flow_tol of the expected flow), dryout (the dry-out
 # signature at full duty for dry_delay_s: a dead or failing pump without a flow sensor, or
 # power the cooler cannot carry), junction_over_temperature (tj above tj_alarm),
-# over_temperature (case above case_alarm). Their safe sequence: pump at full, condenser
+# over_temperature (case above case_alarm), sensor_implausible (under load the case reads
+# colder than the loop's saturation temperature). Their safe sequence: pump at full, condenser
 # open, the power cap as computed but at most the board's safe cap (which it is when case or
 # power is not measured, or one of them failed since the sensor faults were last reset).
 import math
@@ -73,6 +74,12 @@ _ETA_RISE = 0.005  # 1/s back toward 1 while it does not
 _ETA_WORKS = 0.3  # below this the pump is not working: no dry-out cap, it cannot help
 # the supervisor's sensor faults: open, short, implausible, stuck, rate, drift (bits 0-2, 8-10)
 _SENSOR_BITS = const(0x707)
+# Under load the lid is hotter than the fluid boiling under it (heat flows from the chip to the
+# fluid; the evaporator's saturation is above the reservoir's by the pump's head): a case
+# reading this far below the loop's saturation temperature for _LOW_MS while the chip
+# dissipates more than _P_SIG is implausible (a probe drifting or reading low).
+_CASE_BELOW_K = 3.0
+_LOW_MS = const(2000)
 
 # float state (f)
 _P = const(0)  # measured power, W
@@ -100,7 +107,8 @@ _TJ_SINCE = const(2)
 _CAPPING = const(3)
 _SIG = const(4)  # dry-out signature present
 _OUT = const(5)  # case (1) or power (2) reading failed since the sensor faults were reset
-_NI = const(6)
+_LOW_SINCE = const(6)  # the case read colder than the boiling fluid under it since
+_NI = const(7)
 
 _ROWS = "tpfw.chip_rows"
 
@@ -346,6 +354,15 @@ class ChipLoop(Controller):
             iv[_TJ_SINCE] = -1
         if f[_CASE] > v[p + _CASE_ALARM]:
             sup.latch(codec.FAULT_OVER_TEMPERATURE, idx, f[_CASE], t_ms)
+        case = f[_CASE]
+        tsat = f[_TSAT]
+        if case == case and tsat == tsat and f[_P] > _P_SIG and case < tsat - _CASE_BELOW_K:
+            if iv[_LOW_SINCE] < 0:
+                iv[_LOW_SINCE] = t_ms
+            if elapsed(t_ms, iv[_LOW_SINCE]) >= _LOW_MS:
+                sup.latch(codec.FAULT_SENSOR_IMPLAUSIBLE, idx, case, t_ms)
+        else:
+            iv[_LOW_SINCE] = -1
         # pump: measured flow against the flow the duty should give
         u = f[_U_PUMP]
         q = f[_FLOW]
