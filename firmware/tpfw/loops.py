@@ -26,6 +26,7 @@ from .supervisor import elapsed
 
 REGISTRY = {
     "pid": "ctl_pid",
+    "hp": "ctl_hp",
 }
 
 _NO_T = const(-1)
