@@ -1,7 +1,8 @@
 """Generate the firmware codec (``firmware/tpfw/codec.py``) from ``protocol/schema.py``.
 
-Run ``python -m thermopilot.protocol.codegen`` after changing the schema; a test regenerates
-the file and fails on any difference. The output uses only what MicroPython has: ``const``
+Run ``python -m thermopilot.protocol.codegen`` after changing the schema; it also rewrites the
+message and error tables and the schema hash in docs/protocol.md. A test regenerates both and
+fails on any difference. The output uses only what MicroPython has: ``const``
 integers and ``struct`` format strings for ``pack_into``/``unpack_from`` on preallocated
 buffers.
 """
@@ -61,20 +62,85 @@ def generate():
     return "\n".join(out).rstrip("\n") + "\n"
 
 
+DOC = TARGET.parent.parent.parent / "docs" / "protocol.md"
+_ANSWERS = {
+    "HELLO": "IDENTITY",
+    "LOOP_INFO_REQ": "LOOP_INFO / NACK",
+    "FIELD_INFO_REQ": "FIELD_INFO / NACK",
+    "FAULT_STATUS_REQ": "FAULT_STATUS",
+    "FAULT_INFO_REQ": "FAULT_INFO / NACK",
+    "PARAM_INFO_REQ": "PARAM_INFO / NACK",
+    "PARAM_GET": "PARAM_VALUE / NACK",
+    "PARAM_SET": "PARAM_VALUE / NACK",
+    "PARAM_SAVE": "ACK / NACK",
+    "PARAM_DEFAULTS": "ACK",
+    "COMMAND": "ACK / FAULT_STATUS / NACK",
+    "STREAM_RATE": "ACK / NACK",
+    "HIL_SENSORS": "HIL_ACTUATORS / NACK",
+    "UPLOAD_BEGIN": "ACK / NACK",
+    "UPLOAD_CHUNK": "ACK / NACK",
+    "UPLOAD_END": "ACK / NACK",
+    "LINK_STATS_REQ": "LINK_STATS",
+    "BOARD_STATS_REQ": "BOARD_STATS",
+}
+
+
+def doc_tables():
+    """The message and error tables of docs/protocol.md, from the schema."""
+    out = [
+        "| id | message | sent by | bytes | fields | answered by |",
+        "|---|---|---|---|---|---|",
+    ]
+    for m in schema.MESSAGES:
+        fields = ", ".join("%s:%s" % (n, t) for n, _, t in m.fields)
+        answer = _ANSWERS.get(m.name, "—" if m.direction == "board" else "ACK / NACK")
+        out.append(
+            "| 0x%02X | %s | %s | %d | %s | %s |"
+            % (m.id, m.name, m.direction, m.size, fields, answer)
+        )
+    out += ["", "| code | error |", "|---|---|"]
+    out += ["| %d | %s |" % (v, k) for k, v in schema.ERRORS.items()]
+    return "\n".join(out)
+
+
+def update_doc(text):
+    """docs/protocol.md text with the tables between the markers and the version line
+    regenerated."""
+    import re
+
+    begin, end = "<!-- generated tables: begin -->", "<!-- generated tables: end -->"
+    a = text.index(begin) + len(begin)
+    b = text.index(end)
+    text = text[:a] + "\n" + doc_tables() + "\n" + text[b:]
+    return re.sub(
+        r"Protocol version \d+, schema hash `0x[0-9a-f]+`",
+        "Protocol version %d, schema hash `0x%08x`"
+        % (schema.PROTOCOL_VERSION, schema.SCHEMA_HASH),
+        text,
+    )
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true", help="exit 1 if the file is out of date")
     ap.add_argument("--out", type=pathlib.Path, default=TARGET)
     args = ap.parse_args(argv)
     text = generate()
+    doc = DOC.read_text() if DOC.exists() else None
     if args.check:
         current = args.out.read_text() if args.out.exists() else ""
-        if current != text:
-            print("%s is out of date; run python -m thermopilot.protocol.codegen" % args.out)
+        if current != text or (doc is not None and update_doc(doc) != doc):
+            print(
+                "%s or %s is out of date; run python -m thermopilot.protocol.codegen"
+                % (args.out, DOC)
+            )
             return 1
         return 0
     args.out.write_text(text)
     print("wrote %s" % args.out)
+    if doc is not None and args.out == TARGET:
+        DOC.write_text(update_doc(doc))
+        print("updated the tables of %s" % DOC)
     return 0
 
 

@@ -239,6 +239,11 @@ class Session:
     def board_stats(self):
         return self.request("LINK_STATS_REQ", expect=("LINK_STATS",), flags=0)
 
+    def heap_and_ticks(self):
+        """The board's BOARD_STATS: heap now, at its lowest and in all, garbage collections
+        between ticks and inside them, ticks run, tick duration max and mean, late ticks."""
+        return self.request("BOARD_STATS_REQ", expect=("BOARD_STATS",), flags=0)
+
     def stats(self):
         """Host and board link counters in one dict."""
         out = {"host_" + k: v for k, v in self.decoder.stats.items()}

@@ -37,6 +37,8 @@ _LOG_INFO = const(1)
 _GLOBAL_ROWS = (
     ("hil.timeout_s", "s", "time", F32, 0.1, 60.0, 1.0),
     ("hil.max_jump_s", "s", "time", F32, 0.1, 60.0, 10.0),
+    # 1: collect garbage between ticks, before the heap runs low (0: when MicroPython must)
+    ("sys.gc_idle", "", "state", codec.PTYPE_BOOL, 0.0, 1.0, 1.0),
 )
 
 
@@ -99,6 +101,7 @@ class App:
         p.on_change = self._param_changed
         self.i_timeout = p.index["hil.timeout_s"]
         self.i_jump = p.index["hil.max_jump_s"]
+        self.i_gc = p.index["sys.gc_idle"]
         self._param_changed(-1)
         self.sensing = Sensing(board["sensors"])
         n_s = len(board["sensors"])
@@ -133,6 +136,16 @@ class App:
         self.hil_t = -1  # time of the last accepted HIL frame; -1: the next one sets the base
         self.hil_rejected = 0
         self.handler_errors = 0
+        # heap and tick statistics (BOARD_STATS)
+        self.gc_idle = 0  # collections run between ticks
+        self.ticks_slow = 0  # ticks longer than 3x the mean: a collection inside, or a stall
+        self.tick_us_max = 0
+        self.tick_us_mean = 0.0
+        self.ticks_late = 0
+        self.heap_min_free = 0
+        self.gc_budget = 0
+        self.gc_alloc0 = 0
+        self.gc_mode = True
         self.tlm_period_ms = 500
         self.next_tlm_ms = 0
         self.rxbuf = bytearray(1)
@@ -156,6 +169,7 @@ class App:
             codec.M_UPLOAD_CHUNK: self.on_upload_chunk,
             codec.M_UPLOAD_END: self.on_upload_end,
             codec.M_LINK_STATS_REQ: self.on_link_stats,
+            codec.M_BOARD_STATS_REQ: self.on_board_stats,
         }
         if p.refused:
             self.sup.latch(codec.FAULT_PARAMS_CORRUPT, _NO_LOOP, 0.0, 0)
@@ -178,6 +192,8 @@ class App:
         v = self.params.values
         self.hil_timeout_ms = int(v[self.i_timeout] * 1000)
         self.max_jump_ms = int(v[self.i_jump] * 1000)
+        if hasattr(self, "gc_mode") and self.gc_mode != (v[self.i_gc] != 0.0):
+            self.gc_setup()
         if i < 0:
             for c in self.ctls:
                 c.configure()
@@ -248,10 +264,59 @@ class App:
                 self.sup.latch(codec.FAULT_LOOP_OVERRUN, _NO_LOOP, n, t_ms, False)
                 self.next_tick_ms = t_ms
                 break
-            self.tick(self.next_tick_ms)
+            if not self.hil and elapsed(t_ms, self.next_tick_ms) * 2 > self.period_ms:
+                self.ticks_late += 1  # started more than half a period after its time
+            self._timed_tick(self.next_tick_ms)
             self.next_tick_ms = (self.next_tick_ms + self.period_ms) & TIME_MASK
             n += 1
         self.now_ms = t_ms
+
+    def _timed_tick(self, t_ms):
+        # the tick with its duration and the heap's low point around it
+        free = gc.mem_free()
+        if free < self.heap_min_free:
+            self.heap_min_free = free
+        t0 = time.ticks_us()
+        self.tick(t_ms)
+        us = time.ticks_diff(time.ticks_us(), t0)
+        free = gc.mem_free()
+        if free < self.heap_min_free:
+            self.heap_min_free = free
+        if us > self.tick_us_max:
+            self.tick_us_max = us
+        if self.ticks > 64 and us > 3 * self.tick_us_mean:
+            self.ticks_slow += 1  # a collection inside the tick, or another stall
+        self.tick_us_mean += (us - self.tick_us_mean) * 0.015625  # over about 64 ticks
+
+    def gc_setup(self):
+        """Collect now and decide how garbage collection runs from here: between ticks, once
+        an eighth of the free heap has been allocated since the last collection (sys.gc_idle =
+        1; MicroPython's own trigger is set beyond that), or whenever MicroPython needs
+        memory, possibly inside a tick (0). The eighth leaves room for a fragmented heap, where
+        the allocator runs out of room ahead of it long before the heap is full."""
+        gc.collect()
+        free = gc.mem_free()
+        self.heap_min_free = free
+        self.tick_us_max = 0  # the statistics describe the policy in force
+        self.gc_budget = free // 8
+        self.gc_alloc0 = gc.mem_alloc()
+        self.gc_mode = self.params.values[self.i_gc] != 0.0
+        gc.threshold(free * 3 // 4 if self.gc_mode else -1)
+
+    def idle_gc(self):
+        """Between ticks: collect once the budget since the last collection is spent."""
+        if not self.gc_mode:
+            return
+        a = gc.mem_alloc()
+        if a < self.gc_alloc0:
+            self.gc_alloc0 = a  # collected or freed since: count from here
+        elif a - self.gc_alloc0 > self.gc_budget:
+            free = gc.mem_free()
+            if free < self.heap_min_free:
+                self.heap_min_free = free
+            gc.collect()
+            self.gc_alloc0 = gc.mem_alloc()
+            self.gc_idle += 1
 
     def safe_now(self):
         for i in range(self.hal.n_actuators):
@@ -348,6 +413,7 @@ class App:
             o[7],
         )
         lk.answer(codec.M_HIL_ACTUATORS, codec.S_HIL_ACTUATORS)
+        self.idle_gc()  # the rig is busy with its plant now: the board's idle moment
 
     # ---- protocol ----------------------------------------------------------------------------
 
@@ -667,6 +733,25 @@ class App:
         )
         lk.answer(codec.M_LINK_STATS, codec.S_LINK_STATS)
 
+    def on_board_stats(self):
+        free = gc.mem_free()
+        struct.pack_into(
+            codec.F_BOARD_STATS,
+            self.link.tx,
+            codec.HDR,
+            self.link.rx[1],
+            free,
+            self.heap_min_free,
+            free + gc.mem_alloc(),
+            self.gc_idle,
+            self.ticks_slow,
+            self.ticks,
+            self.tick_us_max,
+            self.tick_us_mean,
+            self.ticks_late,
+        )
+        self.link.answer(codec.M_BOARD_STATS, codec.S_BOARD_STATS)
+
     # ---- uploads ----------------------------------------------------------------------------
 
     def on_upload_begin(self):
@@ -791,8 +876,10 @@ class App:
     # ---- main loop ---------------------------------------------------------------------------
 
     def poll_input(self, poller, timeout_ms):
-        # Stream reads block until the buffer is full, so read one byte per ready poll, and
-        # at most _RX_BUDGET bytes per pass: the schedule runs whatever the input rate.
+        # At most _RX_BUDGET bytes per pass: the schedule runs whatever the input rate. A
+        # stream read blocks until its buffer is full, so a board reads one byte per ready
+        # poll; where the console can return what is there (a pty with VMIN = VTIME = 0, the
+        # virtual board), a read takes up to a chunk.
         link = self.link
         buf = self.rxbuf
         stdin = self.stdin
@@ -800,15 +887,17 @@ class App:
         for _ in poller.ipoll(timeout_ms):
             ready = True
         budget = _RX_BUDGET
-        while ready and budget:
-            if not stdin.readinto(buf):
+        while ready and budget > 0:
+            n = stdin.readinto(buf)
+            if not n:
                 # end of file: the console is gone (the virtual board's host exited)
                 self.running = False
                 return
-            budget -= 1
-            size = link.feed_byte(buf[0])
-            if size >= 0:
-                self.dispatch(size)
+            budget -= n
+            for k in range(n):
+                size = link.feed_byte(buf[k])
+                if size >= 0:
+                    self.dispatch(size)
             ready = False
             for _ in poller.ipoll(0):
                 ready = True
@@ -831,6 +920,7 @@ class App:
         self.next_tlm_ms = self.now_ms
         if self.waits_for_rig:
             self.safe_now()
+        self.gc_setup()
         timeout_ms = self.period_ms // 4 or 1
         while self.running:
             try:
@@ -844,6 +934,7 @@ class App:
                 else:
                     self.now_ms = self.wall_ms
                 self.stream()
+                self.idle_gc()
             except Exception as e:  # noqa: BLE001 - the loop must outlive any bug
                 self._loop_error(e)
 
@@ -876,9 +967,37 @@ def main(board_path="board.json"):
     gc.collect()
     app = App(board, sys.stdin.buffer, sys.stdout.buffer)
     micropython.kbd_intr(-1)  # the console carries binary frames: 0x03 must not interrupt
+    restore = _read_what_is_there(app)
     try:
         app.run()
     finally:
         micropython.kbd_intr(3)
+        if restore is not None:
+            restore()
         app.safe_now()
     return app
+
+
+def _read_what_is_there(app):
+    """On a console that is a terminal (the unix port behind a pty), make a read return the
+    bytes waiting instead of blocking for a full buffer (VMIN = VTIME = 0), and read in chunks.
+    Returns a function that restores the terminal for the REPL, or None where there is no
+    terminal control (real boards: one byte per read)."""
+    try:
+        import termios
+    except ImportError:
+        return None
+    try:
+        old = termios.tcgetattr(0)
+        new = termios.tcgetattr(0)
+        new[6][6] = 0  # VMIN (Linux index)
+        new[6][5] = 0  # VTIME
+        termios.tcsetattr(0, termios.TCSANOW, new)
+    except Exception:  # noqa: BLE001 - not a terminal: keep byte-by-byte reads
+        return None
+    app.rxbuf = bytearray(64)
+
+    def restore():
+        termios.tcsetattr(0, termios.TCSANOW, old)
+
+    return restore
