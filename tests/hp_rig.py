@@ -15,6 +15,7 @@ import bisect
 import math
 import pathlib
 import statistics
+
 import tomllib
 
 from thermopilot.hil import boardio, resources
@@ -91,6 +92,7 @@ class Loop:
         self.t_ms = 0
         self.rows = []
         self.override = {}  # channel -> f(t_s, reading) -> what the board is sent
+        self.raw_override = {}  # channel -> the raw signal sent instead (volts, ADC fraction)
         self.actuator_override = {}  # plant input -> f(t_s, value) -> what the plant gets
         self.po = self.plant.outputs()
         session.request("PARAM_DEFAULTS", flags=0)
@@ -114,6 +116,8 @@ class Loop:
                     v = self.override[ch](t_s, v)
                 sensed[ch] = v
                 raw[ch] = boardio.encode(self.board["sensors"][ch], v)
+                if ch in self.raw_override:
+                    raw[ch] = self.raw_override[ch]
                 valid |= 1 << ch
             ans = self.s.request(
                 "HIL_SENSORS", expect=("HIL_ACTUATORS",), t_ms=self.t_ms, valid=valid, values=raw
@@ -187,7 +191,9 @@ class Run:
         """(t, value) of a v2 signal name inside the window."""
         if signal.startswith("plant."):
             key = signal[6:]
-            return [(r["t_s"], r["plant"][key]) for r in self.rows if after_s <= r["t_s"] <= before_s]
+            return [
+                (r["t_s"], r["plant"][key]) for r in self.rows if after_s <= r["t_s"] <= before_s
+            ]
         if signal.startswith("out."):
             ch = int(signal[4:])
             return [(r["t_s"], r["out"][ch]) for r in self.rows if after_s <= r["t_s"] <= before_s]
@@ -413,8 +419,12 @@ def evaluate(run, c, sc):
     elif kind == "no_fault":
         bits = 0
         for r in run.rows:
-            bits |= r["faults"]
-        v["passed"] = bits == 0 and not any(e.kind == LATCHED for e in run.events)
+            if after <= r["t_s"] <= before:
+                bits |= r["faults"]
+        latched = [
+            e for e in run.events if e.kind == LATCHED and after <= e.t_ms / 1000.0 <= before
+        ]
+        v["passed"] = bits == 0 and not latched
         v["value"] = bits
     elif kind == "actuator_safe_at_end":
         board = resources.load_board(sc["board"])

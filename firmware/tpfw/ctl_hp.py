@@ -70,7 +70,7 @@ _BAR = 1e5
 _SH_TF_S = 3.0  # s: filter of the suction temperature and evaporating temperature
 _OD_PC = 0.1  # overdrive: 10 % of the stroke past the closed stop
 _MIN_PC = 0.02  # smallest opening in control: 2 % of the stroke (closing is the stop's job)
-_LEAK_DLY_S = 120.0  # s: the valve coefficient stays high this long before charge_loss
+_LEAK_DLY_S = 60.0  # s: the valve coefficient stays high this long before charge_loss
 _LWT_HYS_K = 2.0  # K: the water above its setpoint by this at minimum speed stops the unit
 
 _NaN = float("nan")
@@ -380,18 +380,21 @@ class HeatPump(Controller):
         g = self.q
         prot = 0
         old = self.prot
-        # not during the start opening nor the 20 s after it: the suction probe still shows
-        # the standstill and the evaporator is pulling down
-        if self.state == RUN and elapsed(self.t[_T_NOW], self.t[_T_STATE]) >= 20000:
+        if self.state == RUN:
             sh = self.f[_F_SH_F]
             te = self.f[_F_TE]
             tc = self.f[_F_TC]
-            if g[_P_LOWSH_TI] > 0.0:
+            # LowSH, SH-close and LOP wait 20 s after the start opening: the evaporator is
+            # pulling down and the suction probe still catches up; MOP and HiTcond act at
+            # once (they close and unload, and read pressures, which are fast)
+            settled = elapsed(self.t[_T_NOW], self.t[_T_STATE]) >= 20000
+            if g[_P_LOWSH_TI] > 0.0 and settled:
                 if sh < g[_P_LOWSH] or (old & P_LOWSH and sh < g[_P_LOWSH] + 0.5):
                     prot |= P_LOWSH
                 if sh < g[_P_SHCLS] or (old & P_SHCLS and sh < g[_P_SHCLS] + 0.5):
                     prot |= P_SHCLS
-            if g[_P_LOP_TI] > 0.0 and (te < g[_P_LOP] or (old & P_LOP and te < g[_P_LOP] + 1.0)):
+            lop = g[_P_LOP]
+            if g[_P_LOP_TI] > 0.0 and settled and (te < lop or (old & P_LOP and te < lop + 1.0)):
                 prot |= P_LOP
             if g[_P_MOP_TI] > 0.0 and (te > g[_P_MOP] or (old & P_MOP and te > g[_P_MOP] - 1.0)):
                 prot |= P_MOP
@@ -411,27 +414,32 @@ class HeatPump(Controller):
             sup.latch(codec.FAULT_OVER_PRESSURE, idx, x[self.c_pd], t_ms)
         run = self.state == RUN
         sh = self.f[_F_SH_F]
-        # LowSH alarm: below SH-close for lowsh_dly (Emerson: cut out after 1 min)
+        te = self.f[_F_TE]
+        tc = self.f[_F_TC]
+        prot = self.prot
+        # each alarm: its protector has acted and its limit is still crossed after the delay
+        # (a protector that holds its limit raises no alarm). LowSH: below SH-close for
+        # lowsh_dly (Emerson: cut out after 1 min)
         self._alarm(
-            sup, 0, run and g[_P_LOWSH_TI] > 0.0 and sh < g[_P_SHCLS], g[_P_LOWSH_DLY],
+            sup, 0, run and prot & P_SHCLS and sh < g[_P_SHCLS], g[_P_LOWSH_DLY],
             codec.FAULT_LOW_SUPERHEAT, sh, True, t_ms,
         )  # fmt: skip
         self._alarm(
-            sup, 1, run and self.prot & P_LOP, g[_P_LOP_DLY], codec.FAULT_LOP, self.f[_F_TE], True,
-            t_ms,
+            sup, 1, run and prot & P_LOP and te < g[_P_LOP], g[_P_LOP_DLY], codec.FAULT_LOP, te,
+            True, t_ms,
         )  # fmt: skip
         # MOP: the protector holds the pressure; the alarm is reported, the unit runs on
         self._alarm(
-            sup, 2, run and self.prot & P_MOP, g[_P_MOP_DLY], codec.FAULT_MOP, self.f[_F_TE],
+            sup, 2, run and prot & P_MOP and te > g[_P_MOP], g[_P_MOP_DLY], codec.FAULT_MOP, te,
             False, t_ms,
         )  # fmt: skip
         self._alarm(
-            sup, 3, run and self.prot & P_HITC, g[_P_HITC_DLY], codec.FAULT_HIGH_CONDENSING,
-            self.f[_F_TC], True, t_ms,
+            sup, 3, run and prot & P_HITC and tc > g[_P_HITC], g[_P_HITC_DLY],
+            codec.FAULT_HIGH_CONDENSING, tc, True, t_ms,
         )  # fmt: skip
         self._alarm(
-            sup, 4, run and self.prot & P_LEAK, _LEAK_DLY_S, codec.FAULT_CHARGE_LOSS,
-            self.f[_F_VK_F], True, t_ms,
+            sup, 4, run and prot & P_LEAK, _LEAK_DLY_S, codec.FAULT_CHARGE_LOSS, self.f[_F_VK_F],
+            True, t_ms,
         )  # fmt: skip
 
     def _alarm(self, sup, k, cond, delay_s, bit, value, trip, t_ms):
@@ -519,8 +527,13 @@ class HeatPump(Controller):
 
     def _run_start(self, dt_s, t_ms):
         g = self.q
-        # the start opening is held st_s (the suction probe still reads the standstill)
-        if elapsed(t_ms, self.t[_T_STATE]) >= g[_P_ST_S] * 1000.0:
+        # the start opening is held st_s, and on until the suction probe has left the
+        # standstill (superheat above LowSH: the pipe probe lags the refrigerant by seconds
+        # and reads the standstill's saturation at first), st_s + 30 s at most
+        held = elapsed(t_ms, self.t[_T_STATE])
+        if held >= g[_P_ST_S] * 1000.0 and (
+            self.f[_F_SH_F] > g[_P_LOWSH] or held >= g[_P_ST_S] * 1000.0 + 30000
+        ):
             # bumpless: the multiplier continues from the valve's position
             ff = self._ff(dt_s)
             pos = self.stp.pos if self.stp.pos > 1.0 else 1.0
@@ -581,6 +594,12 @@ class HeatPump(Controller):
         sched = _HZ_REF / hzs
         kp = g[_P_KP] * math.pow(sched, _KP_EXP)
         ti = g[_P_TI_S] * math.pow(sched, _TI_EXP)
+        # beyond 8 K the error says nothing more about how far the valve is off (the
+        # superheated zone is most of the evaporator): larger errors act as 8 K
+        if e > 8.0:
+            e = 8.0
+        elif e < -8.0:
+            e = -8.0
         ae = e if e > 0.0 else -e
         # proportional: quadratic inside the deadband (damping near the reference)
         ep = e * ae / db if ae < db else e
@@ -702,53 +721,60 @@ class HeatPump(Controller):
 
     def _adapt(self, dt_s, t_ms):
         """The effective superheat setpoint: fixed (adapt = 0) or the minimum stable one.
-        Judged only in steady running (start hold over, speed steady, no protector) after
+        Judged in steady running (start hold over, speed steady, no pressure protector) after
         20 s of it: while the superheat's spread (30 s window) stays below 0.3 K and its mean
         within 1 K of the setpoint, the setpoint falls 2 K per minute toward sp_min; when the
-        spread exceeds 0.6 K (hunting), it rises 1 K and that level becomes the floor of the
-        search for 30 min (then the search tries again)."""
+        spread exceeds 0.6 K (hunting) or LowSH has to act, it rises 1 K (at most every 20 s)
+        and that level becomes the floor of the search for 30 min (then the search
+        tries again)."""
         g = self.q
+        f = self.f
         sp = g[_P_SP]
         if g[_P_ADAPT] < 0.5:
-            self.f[_F_SP_EFF] = sp
+            f[_F_SP_EFF] = sp
             return sp
-        if self.f[_F_MSS_FLOOR] > 0.0 and elapsed(t_ms, self.t[_T_MSS_FLOOR_T]) > 1800000:
-            self.f[_F_MSS_FLOOR] = 0.0
+        if f[_F_MSS_FLOOR] > 0.0 and elapsed(t_ms, self.t[_T_MSS_FLOOR_T]) > 1800000:
+            f[_F_MSS_FLOOR] = 0.0
         lo = g[_P_SP_MIN]
-        if self.f[_F_MSS_FLOOR] > lo:
-            lo = self.f[_F_MSS_FLOOR]
-        e = self.f[_F_SH_F] - self.f[_F_SP_EFF]
+        if f[_F_MSS_FLOOR] > lo:
+            lo = f[_F_MSS_FLOOR]
+        e = f[_F_SH_F] - f[_F_SP_EFF]
         a = dt_s / (30.0 + dt_s)
-        self.f[_F_MSS_MEAN] += a * (e - self.f[_F_MSS_MEAN])
-        d = e - self.f[_F_MSS_MEAN]
-        self.f[_F_MSS_VAR] += a * (d * d - self.f[_F_MSS_VAR])
+        f[_F_MSS_MEAN] += a * (e - f[_F_MSS_MEAN])
+        d = e - f[_F_MSS_MEAN]
+        f[_F_MSS_VAR] += a * (d * d - f[_F_MSS_VAR])
+        held = elapsed(t_ms, self.t[_T_MSS_HOLD])
+        low = self.prot & (P_LOWSH | P_SHCLS)
         steady = (
-            not self.st_hold and not self.prot and -5.0 < self.f[_F_HZ] - self.f[_F_HZ_LP] < 5.0
+            not self.st_hold
+            and not self.prot & (P_LOP | P_MOP | P_HITC | P_LEAK)
+            and -5.0 < f[_F_HZ] - f[_F_HZ_LP] < 5.0
         )
         if not steady:
             self.t[_T_MSS_HOLD] = t_ms  # statistics start afresh once running is steady
-            self.f[_F_MSS_VAR] = 0.0
-            self.f[_F_MSS_MEAN] = e
-        elif elapsed(t_ms, self.t[_T_MSS_HOLD]) >= 20000:
-            if self.f[_F_MSS_VAR] > 0.36:
-                # hunting: back up 1 K, remember the level as the floor of the search
-                self.f[_F_SP_EFF] += 1.0
-                if self.f[_F_SP_EFF] > sp:
-                    self.f[_F_SP_EFF] = sp
-                self.f[_F_MSS_FLOOR] = self.f[_F_SP_EFF]
-                self.t[_T_MSS_FLOOR_T] = t_ms
-                self.t[_T_MSS_HOLD] = t_ms
-                self.f[_F_MSS_VAR] = 0.0
-                self._adapted = True
-            elif (
-                self.f[_F_MSS_VAR] < 0.09
-                and -1.0 < self.f[_F_MSS_MEAN] < 1.0
-                and self.f[_F_SP_EFF] > lo
-            ):
-                self.f[_F_SP_EFF] -= 0.0333 * dt_s
-                if self.f[_F_SP_EFF] <= lo:
-                    self.f[_F_SP_EFF] = lo
-                    self._adapted = True  # the search reached its floor
+            f[_F_MSS_VAR] = 0.0
+            f[_F_MSS_MEAN] = e
+        elif held >= 20000 and (f[_F_MSS_VAR] > 0.36 or low) and f[_F_SP_EFF] < sp:
+            # hunting: back up 1 K, remember the level as the floor of the search
+            f[_F_SP_EFF] += 1.0
+            if f[_F_SP_EFF] > sp:
+                f[_F_SP_EFF] = sp
+            f[_F_MSS_FLOOR] = f[_F_SP_EFF]
+            self.t[_T_MSS_FLOOR_T] = t_ms
+            self.t[_T_MSS_HOLD] = t_ms  # 20 s before the next judgement
+            f[_F_MSS_VAR] = 0.0
+            self._adapted = True
+        elif (
+            held >= 20000
+            and not low
+            and f[_F_MSS_VAR] < 0.09
+            and -1.0 < f[_F_MSS_MEAN] < 1.0
+            and f[_F_SP_EFF] > lo
+        ):
+            f[_F_SP_EFF] -= 0.0333 * dt_s
+            if f[_F_SP_EFF] <= lo:
+                f[_F_SP_EFF] = lo
+                self._adapted = True  # the search reached its floor
         if self.f[_F_SP_EFF] > sp:
             self.f[_F_SP_EFF] = sp
         return self.f[_F_SP_EFF]
@@ -762,16 +788,19 @@ class HeatPump(Controller):
             dp = 0.5
         hz = self.f[_F_HZ]
         self.f[_F_VK] = self.stp.pos * math.sqrt(dp) / (hz * ps / _BAR) if hz > 1.0 else 0.0
-        # steady: running for 2 min, superheat near the setpoint, speed constant
+        # steady: running for 2 min, superheat near the setpoint, speed within 2 rev/s of its
+        # 20 s average
         steady = (
             elapsed(t_ms, self.t[_T_ON]) > 120000
             and ae < 1.5
-            and -0.2 < hz - self.f[_F_HZ_LP] < 0.2
+            and -2.0 < hz - self.f[_F_HZ_LP] < 2.0
         )
         a = dt_s / (30.0 + dt_s)
         self.f[_F_VK_F] += a * (self.f[_F_VK] - self.f[_F_VK_F])
         if not steady:
+            # judged only in steady running: a transient neither raises nor holds the flag
             self.t[_T_STABLE] = -1
+            self.prot &= ~P_LEAK
             return
         if self.t[_T_STABLE] < 0:
             self.t[_T_STABLE] = t_ms

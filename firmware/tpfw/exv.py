@@ -67,10 +67,12 @@ class Stepper:
             # the close stop first: nothing else moves until the overdrive is done
             self.od_left -= self.rate * dt_s
             self.state = OVERDRIVE
-            if self.od_left > 0.0:
-                return self.pos
-            self.od_left = 0.0
-            self._budget = 0.0
+            if self.od_left <= 0.0:
+                # done: this tick's steps went to the stop, the next tick moves
+                self.od_left = 0.0
+                self._budget = 0.0
+                self.state = IDLE
+            return self.pos
         if target < 0.0:
             target = 0.0
         elif target > self.full:

@@ -29,7 +29,7 @@ hitc      K       temperature            f 283.15 363.15 338.15
 hitc_ti   s       time                   f 0 800 20
 hitc_dly  s       time                   f 0 3600 180
 p_max     Pa      pressure               f 500000 4.5e+06 2.9e+06
-leak_x    -       gain                   f 0 10 1.2
+leak_x    -       gain                   f 0 10 1.15
 vk_ref    -       gain                   f 0 100 0
 exv_rate  steps/s rate                   f 30 600 60
 exv_max   steps   steps                  f 0 STROKE 480
