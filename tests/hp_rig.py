@@ -27,7 +27,10 @@ N_SENSORS = schema.by_name("HIL_SENSORS").struct.values.subcon.count
 FAULTS = schema.FAULTS
 LATCHED = schema.EVENT_KINDS["latched"]
 NOTICE_NAMES = {v: k for k, v in schema.NOTICES.items()}
-SCENARIOS = pathlib.Path(resources.scenarios_dir())
+#: the heat-pump scenarios in format v2 wait in hil/scenarios/v2 until the rig that reads that
+#: format natively is on main (today's loader refuses their keys); heatpump_superheat.toml,
+#: written with keys both read, is in hil/scenarios
+SCENARIOS = pathlib.Path(resources.scenarios_dir()) / "v2"
 
 #: the board's raw channels on virtual_hp and the plant outputs a real unit's sensors see
 WIRING = {

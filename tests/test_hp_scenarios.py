@@ -1,4 +1,4 @@
-"""The bundled heat-pump scenarios (hil/scenarios/heatpump_*.toml, scenario format v2) on the
+"""The bundled heat-pump scenarios (hil/scenarios/v2/heatpump_*.toml, scenario format v2) on the
 virtual board: the real firmware computes superheat from raw pressure and temperature and
 drives the real plant. Every criterion of every file must pass; the figures they measure
 (plant truth) are the ones docs/controllers.md reports.
