@@ -85,3 +85,22 @@ def test_reversal_needs_the_hysteresis(results):
     # from 181, 179.0 is 2 away: one reversal
     assert r["trace"] == [181.0, 181.0, 181.0, 181.0, 179.0, 179.0]
     assert r["reversals"] == 1 and r["moves"] == 2
+
+
+def test_parameter_indices_follow_the_table_and_the_docs_name_every_parameter():
+    # ctl_hp reads its parameters by constant index (_P_*) into the rows of hp_params.py
+    import re
+    from pathlib import Path
+
+    fw = Path(__file__).resolve().parent.parent / "firmware" / "tpfw"
+    consts = re.findall(r"^_P_([A-Z0-9_]+) = const\((\d+)\)", (fw / "ctl_hp.py").read_text(), re.M)
+    text = (fw / "hp_params.py").read_text()
+    table = text[text.index('TABLE = """') + 11 : text.index('"""\n\n\ndef rows')]
+    names = [line.split()[0] for line in table.strip().splitlines()]
+    assert [(n.upper(), str(k)) for k, n in enumerate(names)] == consts
+    n_p = re.search(r"^_N_P = const\((\d+)\)", (fw / "ctl_hp.py").read_text(), re.M)
+    assert int(n_p.group(1)) == len(names)
+    docs = (fw.parent.parent / "docs" / "controllers.md").read_text()
+    section = docs[docs.index("## R290 heat pump") : docs.index("## EV battery")]
+    missing = [n for n in names if "`%s`" % n not in section]
+    assert not missing, "docs/controllers.md does not name: %s" % ", ".join(missing)

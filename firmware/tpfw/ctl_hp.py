@@ -1,34 +1,39 @@
 # R290 heat pump: electronic expansion valve (stepper) and compressor (speed) on one board.
+# docs/controllers.md describes it with its defaults and their sources.
 #
 # Superheat is computed on the board from the raw channels, as an EXV driver does: suction
 # pressure (ratiometric transducer) -> R290 saturation temperature (r290.py) -> superheat =
-# suction-pipe temperature (NTC) - saturation temperature; condensing temperature likewise from
-# the discharge transducer. A sensor fault on either input makes the superheat invalid: the
-# controller stops the compressor (and the supervisor trips on the sensor fault).
+# suction-pipe temperature (NTC) - saturation temperature, the pipe temperature advanced by
+# lead_s times its filtered slope (the probe and the pipe lag the refrigerant); condensing
+# temperature likewise from the discharge transducer. A sensor fault on either input makes
+# the superheat invalid (NaN): the unit stops in order (and the supervisor trips).
 #
-# Valve: the opening is a learned multiplier m (steps at 50 rev/s) times a compressor-speed
-# feed-forward, (hz/50)^0.7 (the steady opening's dependence on speed on the bundled unit)
-# with a lead (hz/hz_lp)^0.3 so that right after a speed change the valve flow follows the
-# compressor's (which is proportional to speed until the suction pressure has moved): a speed
-# step does not flood. A PI in ln(m) holds the superheat; its gains are scheduled with the
-# speed (the plant's gain falls and its time constant grows at low speed, reference
-# systems.md s.1), it closes faster than it opens, and it rests inside a deadband near the
-# setpoint (Danfoss's Kp-min damping near the reference) so the valve does not hunt.
-# Protectors (Carel semantics, reference control.md s.4): integral actions on ln(m) separate
-# from the PI, with priority over it, each with its own threshold, integral time (0 = off)
-# and alarm delay: LowSH and SH-close (fast closing) close the valve, MOP closes it, LOP opens
-# it (never against LowSH) and unloads the compressor, HiTcond unloads the compressor and
-# closes the valve. The stepper driver (exv.py) limits the step rate, overdrives at each full
-# close and keeps the valve still inside its deadband and hysteresis.
+# Valve: the opening is a multiplier m (steps at 50 rev/s) times a compressor-speed
+# feed-forward (hz/50)^0.7 (the steady opening's dependence on speed on the bundled unit) and
+# a transient factor: a falling speed closes the valve like hz^1 at first (the compressor's
+# flow drops with its speed before the suction pressure rises), a rising one opens it like
+# hz^0.6 (never overfeeding before the suction pressure has fallen), both relaxing to hz^0.7.
+# A PI in ln(m) holds the superheat; its gains are scheduled with the speed (the plant's gain
+# falls and its time constant grows at low speed, reference systems.md s.1), it closes faster
+# than it opens, and it rests inside a deadband near the setpoint (Danfoss's Kp-min damping
+# near the reference) so the valve does not hunt. Protectors (Carel semantics, reference
+# control.md s.4): integral actions on ln(m) separate from the PI, with priority over it,
+# each with its threshold, integral time (0 = off, with its alarm) and alarm delay: LowSH and
+# SH-close close the valve, MOP closes it, LOP opens it (never against LowSH) and unloads the
+# compressor, HiTcond unloads the compressor and closes the valve. The stepper driver (exv.py)
+# limits the step rate, overdrives at each full close and keeps the valve still inside its
+# deadband and reversal hysteresis.
 #
 # Compressor: a PI on leaving-water temperature (or a fixed demand, hz_fix), speed range,
-# ramp limits, minimum on and off times, start at hz_st with the valve at the start opening
-# held st_s (Emerson: 50 % for 5 s; Carel: the capacity ratio), then bumpless control. Every
-# stop, the safe state included, is ordered: compressor off -> pump-down delay pd_s (the
-# compressor has stopped, with the compressor-speed feedback if wired) -> valve closed.
+# ramp limits, minimum on and off times. Start: valve overdrive close, compressor at hz_st
+# with the valve at the start opening held st_s (Emerson: 50 % for 5 s; Carel: the capacity
+# ratio; here the opening the last settled run needed), the speed held until superheat has
+# settled, then bumpless control. Every stop, the safe state included, is ordered:
+# compressor off -> pump-down delay pd_s (and, with the speed feedback wired, until the
+# compressor has stopped) -> valve closed.
 #
 # Adaptive setpoint (adapt = 1, like Danfoss MSS): while superheat is steady the setpoint is
-# lowered toward sp_min; when it starts hunting it is raised and that level is remembered.
+# lowered toward sp_min; when it hunts or LowSH acts it is raised and that level remembered.
 # Loss of charge: the valve coefficient vk = valve * sqrt(p_dis - p_suc) / (hz * p_suc)
 # (mass balance of valve and compressor) is nearly constant over the operating map while the
 # liquid line is subcooled; when the charge is short the valve inlet flashes and vk rises.
