@@ -39,6 +39,7 @@ WIRING = {
     2: "discharge_p_pa",
     3: "cond_sec_out_k",
     4: "compressor_hz",
+    5: "discharge_t_k",
 }
 
 
@@ -72,6 +73,7 @@ def realistic_sensors(seed=1, probe_lag_s=8.0, probe_noise_k=0.15):
         2: front_end("pressure", 2000.0, 3.5e6 / 4096, 0.05, seed + 2),
         3: front_end("ntc", 0.05, 0.01, 2.0, seed + 3),
         4: front_end("ideal", 0.1, 0.0, 0.0, seed + 4),
+        5: front_end("ntc", 0.15, 0.01, 8.0, seed + 5),
     }
 
 
@@ -169,7 +171,12 @@ def _profile_value(p, t_s):
     return v[k - 1] + a * (v[k] - v[k - 1])
 
 
-SENSOR_FAULTS = {"sensor_open": "open", "sensor_short": "short", "sensor_stuck": "stuck"}
+SENSOR_FAULTS = {
+    "sensor_open": "open",
+    "sensor_short": "short",
+    "sensor_stuck": "stuck",
+    "sensor_drift": "drift",
+}
 
 
 class Run:
@@ -301,7 +308,8 @@ def run_scenario(session, name, seed=1, extra_params=None):
                 sensor = loop.sensors[f["channel"]]
                 if start <= t + 1e-9 < end and i not in loop.fault_times:
                     loop.fault_times[i] = t
-                    sensor.inject(SENSOR_FAULTS[kind])
+                    args = {"rate_per_s": f["rate_per_s"]} if kind == "sensor_drift" else {}
+                    sensor.inject(SENSOR_FAULTS[kind], **args)
                 elif t + 1e-9 >= end and sensor.fault is not None:
                     sensor.clear()
             elif kind == "actuator_stuck":

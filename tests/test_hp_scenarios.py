@@ -13,7 +13,7 @@ from hp_rig import SCENARIOS, notices, run_scenario
 from thermopilot.hil.vboard import VirtualBoard
 from thermopilot.protocol.link import Session
 
-V2 = sorted(p.stem for p in SCENARIOS.glob("heatpump_*.toml") if p.stem != "heatpump_superheat")
+V2 = sorted(p.stem for p in SCENARIOS.glob("heatpump_*.toml"))
 
 
 @pytest.fixture()

@@ -64,6 +64,7 @@ P_LOP = const(4)
 P_MOP = const(8)
 P_HITC = const(16)
 P_LEAK = const(32)
+P_DSH = const(64)
 
 _HZ_REF = 50.0  # rev/s: speed at which kp, ti_s and the valve multiplier are stated
 _FF_EXP = 0.7  # steady valve opening ~ speed^0.7 (bundled unit, -10..20 degC brine)
@@ -122,7 +123,8 @@ _P_HZ_DN = const(37)
 _P_ON_S = const(38)
 _P_OFF_S = const(39)
 _P_PD_S = const(40)
-_N_P = const(41)
+_P_DSH_MIN = const(41)
+_N_P = const(42)
 
 # controller state, kept in two arrays rather than ~30 attributes (a large instance dict
 # costs RAM on the board): floats in self.f, board times (ms) in self.t
@@ -152,7 +154,10 @@ _F_VK_REF = const(22)
 _F_M_RUN = const(23)
 _F_P_RUN = const(24)
 _F_P_SS = const(25)
-_N_F = const(26)
+_F_TD_F = const(26)
+_F_DSH = const(27)
+_F_TD_D = const(28)
+_N_F = const(29)
 _T_STATE = const(0)
 _T_ON = const(1)
 _T_OFF = const(2)
@@ -161,13 +166,16 @@ _T_MSS_HOLD = const(4)
 _T_MSS_FLOOR_T = const(5)
 _T_STABLE = const(6)
 _T_NOW = const(7)
-_N_T = const(8)
+_T_DSH_ARM = const(8)
+_T_DSH_LOW = const(9)
+_T_DSH_EV = const(10)
+_N_T = const(11)
 
 
 class HeatPump(Controller):
     KIND = "hp"
     SENSORS = ("p_suc", "t_suc", "p_dis", "t_lw")
-    OPT_SENSORS = ("hz_fb",)
+    OPT_SENSORS = ("hz_fb", "t_dis")
     ACTUATORS = ("exv", "comp")
     QUANTITY = "temperature_difference"
     FIELDS = (
@@ -215,6 +223,7 @@ class HeatPump(Controller):
         self.c_pd = s["p_dis"]
         self.c_lw = s["t_lw"]
         self.c_fb = s["hz_fb"]
+        self.c_td = s["t_dis"]
         self.c_exv = self.a["exv"]
         self.c_cmp = self.a["comp"]
         # sensors the superheat and the protectors need
@@ -272,11 +281,18 @@ class HeatPump(Controller):
         self.f[_F_PS_F] = _NaN
         self.f[_F_PD_F] = _NaN
         self.f[_F_LWT_F] = _NaN
+        self.f[_F_TD_F] = _NaN
+        self.f[_F_DSH] = _NaN
+        self.t[_T_DSH_ARM] = -1
+        self.t[_T_DSH_LOW] = -1
+        self.t[_T_DSH_EV] = -1
+        self.dsh_armed = False
+        self.dsh_events = 0
         self.valid = False
         self.prot = 0
         self.prot_prev = 0
         self.t_al = array("i", [-1] * 5)  # alarm timers: low SH, LOP, MOP, HiTcond, leak
-        self.t_rel = array("i", [-1] * 6)  # when each protector last released
+        self.t_rel = array("i", [-1] * 7)  # when each protector last released
         self.f[_F_SP_EFF] = self.q[_P_SP]
         self.f[_F_MSS_VAR] = 0.0
         self.f[_F_MSS_MEAN] = 0.0
@@ -366,6 +382,24 @@ class HeatPump(Controller):
             )
         else:
             self.f[_F_LWT_F] = _NaN
+        # discharge superheat (optional discharge-line NTC): liquid reaching the compressor
+        # takes it to ~0 within seconds, whatever the suction probe says
+        if self.c_td >= 0 and ok >> self.c_td & 1 and pd_ok:
+            # filtered and advanced by lead_s like the suction temperature (same kind of
+            # probe on the same kind of pipe)
+            td = x[self.c_td]
+            b = dt_s / (_SH_TF_S + dt_s)
+            tf = self.f[_F_TD_F]
+            if tf != tf:
+                tf = td
+                self.f[_F_TD_D] = 0.0
+            nf = tf + b * (td - tf)
+            self.f[_F_TD_D] += b * ((nf - tf) / dt_s - self.f[_F_TD_D])
+            self.f[_F_TD_F] = nf
+            self.f[_F_DSH] = nf + g[_P_LEAD_S] * self.f[_F_TD_D] - self.f[_F_TC]
+        else:
+            self.f[_F_TD_F] = _NaN
+            self.f[_F_DSH] = _NaN
         self._protectors()
         self.measurement = self.f[_F_SH_F]
         self.setpoint = self.f[_F_SP_EFF]
@@ -407,6 +441,21 @@ class HeatPump(Controller):
                 tc > g[_P_HITC] or (old & P_HITC and tc > g[_P_HITC] - 1.0)
             ):
                 prot |= P_HITC
+            # floodback by the discharge: armed once the discharge superheat has been 5 K
+            # above dsh_min for 10 s (after a start the compressor shell is cold and the
+            # discharge line reads low for minutes), then below dsh_min means liquid
+            dsh = self.f[_F_DSH]
+            dmin = g[_P_DSH_MIN]
+            if dmin > 0.0 and dsh == dsh:
+                if not self.dsh_armed:
+                    if dsh <= dmin + 5.0:
+                        self.t[_T_DSH_ARM] = -1
+                    elif self.t[_T_DSH_ARM] < 0:
+                        self.t[_T_DSH_ARM] = self.t[_T_NOW]
+                    elif elapsed(self.t[_T_NOW], self.t[_T_DSH_ARM]) >= 10000:
+                        self.dsh_armed = True
+                elif dsh < dmin or (old & P_DSH and dsh < dmin + 2.0):
+                    prot |= P_DSH
         self.prot = prot | (old & P_LEAK)
 
     # ---- fault detection ----------------------------------------------------------------------
@@ -426,9 +475,24 @@ class HeatPump(Controller):
         # (a protector that holds its limit raises no alarm). LowSH: below SH-close for
         # lowsh_dly (Emerson: cut out after 1 min)
         self._alarm(
-            sup, 0, run and prot & P_SHCLS and sh < g[_P_SHCLS], g[_P_LOWSH_DLY],
-            codec.FAULT_LOW_SUPERHEAT, sh, True, t_ms,
+            sup, 0, run and (prot & P_SHCLS and sh < g[_P_SHCLS] or prot & P_DSH),
+            g[_P_LOWSH_DLY], codec.FAULT_LOW_SUPERHEAT, sh, True, t_ms,
         )  # fmt: skip
+        # the discharge says liquid while the suction probe says dry (2 K above LowSH) for
+        # longer than the probe's lag could explain, or twice within 10 minutes: the suction
+        # probe is not believed (offset, drift, detached from the pipe); the unit trips on it
+        if run and prot & P_DSH and sh > g[_P_LOWSH] + 2.0:
+            if self.t[_T_DSH_LOW] < 0:
+                self.t[_T_DSH_LOW] = t_ms
+                ev = self.t[_T_DSH_EV]
+                self.dsh_events = (
+                    1 if ev < 0 or elapsed(t_ms, ev) > 600000 else self.dsh_events + 1
+                )
+                self.t[_T_DSH_EV] = t_ms
+            if self.dsh_events >= 2 or elapsed(t_ms, self.t[_T_DSH_LOW]) >= 30000:
+                sup.latch(codec.FAULT_SENSOR_DRIFT, idx, sh, t_ms)
+        else:
+            self.t[_T_DSH_LOW] = -1
         self._alarm(
             sup, 1, run and prot & P_LOP and te < g[_P_LOP], g[_P_LOP_DLY], codec.FAULT_LOP, te,
             True, t_ms,
@@ -526,6 +590,8 @@ class HeatPump(Controller):
         self.st_hold = True
         self.t[_T_SETTLE] = -1
         self.t[_T_MSS_HOLD] = t_ms
+        self.dsh_armed = False  # the shell cooled while the compressor stood
+        self.t[_T_DSH_ARM] = -1
         self.t[_T_STABLE] = -1
         for k in range(5):
             self.t_al[k] = -1
@@ -623,10 +689,14 @@ class HeatPump(Controller):
         prot = self.prot
         kr = g[_P_KP]
         # protectors: integral actions with priority over the PI
-        if prot & (P_LOWSH | P_SHCLS | P_MOP | P_HITC) and di > 0.0:
+        if prot & (P_LOWSH | P_SHCLS | P_MOP | P_HITC | P_DSH) and di > 0.0:
             di = 0.0  # no opening while a closing protector acts
         if prot & P_LOWSH:
             di -= kr * (g[_P_LOWSH] - sh) / g[_P_LOWSH_TI] * dt_s
+        if prot & P_DSH:
+            # liquid at the compressor by its discharge: close like SH-close, whatever the
+            # suction probe reads (it lags, or it lies)
+            di -= (0.05 + 0.01 * (g[_P_DSH_MIN] - self.f[_F_DSH])) * dt_s
         if prot & P_SHCLS:
             # fast closing: 5 %/s plus 5 %/s per K below SH-close (Danfoss SH close)
             di -= (0.05 + 0.05 * (g[_P_SHCLS] - sh)) * dt_s
@@ -749,7 +819,7 @@ class HeatPump(Controller):
         d = e - f[_F_MSS_MEAN]
         f[_F_MSS_VAR] += a * (d * d - f[_F_MSS_VAR])
         held = elapsed(t_ms, self.t[_T_MSS_HOLD])
-        low = self.prot & (P_LOWSH | P_SHCLS)
+        low = self.prot & (P_LOWSH | P_SHCLS | P_DSH)
         steady = (
             not self.st_hold
             and not self.prot & (P_LOP | P_MOP | P_HITC | P_LEAK)
@@ -827,7 +897,7 @@ class HeatPump(Controller):
         new = self.prot & ~self.prot_prev
         gone = self.prot_prev & ~self.prot
         rel = self.t_rel
-        for k in range(6):
+        for k in range(7):
             if new >> k & 1 and (rel[k] < 0 or elapsed(t_ms, rel[k]) > 60000):
                 sup.notice(codec.NOTICE_PROTECTOR_ACTIVE, self.idx, k + 1, t_ms, True)
             if gone >> k & 1:

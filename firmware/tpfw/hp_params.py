@@ -49,6 +49,7 @@ hz_dn     rev/s2  rate                   f 0.05 50 2
 on_s      s       time                   f 0 3600 120
 off_s     s       time                   f 0 3600 180
 pd_s      s       time                   f 0 120 3
+dsh_min   K       temperature_difference f 0 40 8
 """
 
 
