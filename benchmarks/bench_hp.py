@@ -105,7 +105,7 @@ def scenario_figures():
         "settled_s": max(t for t, v in sh if abs(v - 6.0) > 1.0),
     }
     for name in ("heatpump_lop", "heatpump_mop", "heatpump_hitc", "heatpump_charge_loss",
-                 "heatpump_sensor_fault"):  # fmt: skip
+                 "heatpump_sensor_fault", "heatpump_probe_drift"):  # fmt: skip
         r = scenario(name)
         out[name[9:]] = {"passed": r.passed, "verdicts": [(v["criterion"], v["value"])
                                                          for v in r.verdicts]}  # fmt: skip

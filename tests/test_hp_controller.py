@@ -210,3 +210,25 @@ def test_heap_of_the_heat_pump_board_beside_the_pid_board():
             lows[name] = (st.heap_free, st.heap_min_free, st.heap_total)
     print("heap free now / at its low point / total:", lows)
     assert lows["virtual_hp"][1] > 0
+
+
+@pytest.mark.parametrize("dsh_min", [8.0, 0.0])
+def test_a_drifting_suction_probe_floods_unnoticed_without_the_discharge_guard(session, dsh_min):
+    loop = Loop(session, params={"hp.hz_fix": 50.0, "hp.dsh_min": dsh_min})
+    loop.run(300)
+    # the pipe probe works loose: it reads warmer and warmer (0.05 K/s, up to 10 K)
+    loop.override[1] = lambda t, v: v + min(10.0, 0.05 * (t - 300.0))
+    loop.run(400)
+    after = [r for r in loop.rows if r["t_s"] >= 300]
+    liquid = max(r["plant"]["liquid_at_compressor"] for r in after)
+    faults = loop.rows[-1]["faults"]
+    if dsh_min > 0:
+        # the discharge superheat catches the floodback; the suction probe is declared drifted
+        assert faults >> F["sensor_drift"] & 1
+        assert liquid <= 0.2
+        assert loop.rows[-1]["out"][COMP] == 0.0 and loop.rows[-1]["out"][EXV] == 0.0
+    else:
+        # the measured superheat looks right while the compressor swallows liquid
+        assert faults == 0
+        assert liquid > 0.3
+        assert loop.rows[-1]["plant"]["liquid_at_compressor"] > 0.3
