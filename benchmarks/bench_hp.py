@@ -1,9 +1,9 @@
 """R290 heat-pump controller: the figures docs/controllers.md reports, measured in one run.
 
-1. The bundled heat-pump scenarios (hil/scenarios/v2) on the virtual board against the real
-   plant, with the realistic suction probe (8 s lag, 0.15 K noise): superheat spread (sigma) and
-   valve reversals at steady state, minimum superheat, settling after each setpoint step,
-   adaptive-setpoint convergence, the start-up purge.
+1. The bundled heat-pump scenarios (hil/scenarios/heatpump_*.toml) run by the HIL rig on the
+   virtual board against the real plant, with the realistic suction probe (8 s lag, 0.15 K
+   noise): superheat spread (sigma) and valve reversals at steady state, minimum superheat,
+   settling after each setpoint step, adaptive-setpoint convergence, the start-up purge.
 2. Side by side on the same plant, the same probe and the same compressor step 50 -> 35 rev/s
    (issue 9's case): the board's hp controller against the previous build's set-up (the rig
    computed superheat and fed it to a generic PID on the valve, boards/virtual_hp.json before
@@ -24,18 +24,38 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-import hp_rig  # noqa: E402  (the tests' closed loop and scenario runner)
+import hp_rig  # noqa: E402  (the tests' closed loop)
+import numpy as np  # noqa: E402
 
+from thermopilot.hil import resources, rig  # noqa: E402
+from thermopilot.hil import scenario as scenario_mod  # noqa: E402
+from thermopilot.hil.criteria import Reversals  # noqa: E402
 from thermopilot.hil.plants import make_plant  # noqa: E402
 from thermopilot.hil.sensors import Sensor  # noqa: E402
 from thermopilot.hil.vboard import VirtualBoard  # noqa: E402
 from thermopilot.protocol.link import Session  # noqa: E402
 
 
+class Run:
+    """A rig result, read as (t, value) series of its signals."""
+
+    def __init__(self, res):
+        self.res = res
+        self.passed = res.passed
+        self.verdicts = res.verdicts
+        self.t = res.rows.t
+
+    def series(self, signal, a, b):
+        x = self.res.rows[signal]
+        m = (self.t >= a - 1e-9) & (self.t <= b + 1e-9)
+        return list(zip(self.t[m].tolist(), x[m].tolist(), strict=True))
+
+
 def scenario(name, seed=1):
+    sc = scenario_mod.load(resources.scenarios_dir() / (name + ".toml"))
     with VirtualBoard(board="virtual_hp") as vb, Session(vb.port) as s:
         s.hello()
-        return hp_rig.run_scenario(s, name, seed=seed)
+        return Run(rig.run(sc, session=s, seed=seed))
 
 
 def values(run, signal, a, b):
@@ -52,7 +72,7 @@ def settle(run, t0, sp, band, t1):
 
 def steady(run, a, b):
     sd = statistics.pstdev(values(run, "plant.superheat_k", a, b))
-    rev = hp_rig.reversals(values(run, "out.0", a, b)) / (b - a)
+    rev = Reversals.count(values(run, "out.0", a, b), 0.0) / (b - a)
     return sd, rev
 
 
@@ -89,17 +109,17 @@ def scenario_figures():
         "min_sh": min(values(r, "plant.superheat_k", 15, 900)),
     }
     r = scenario("heatpump_startup")
-    on = [x for x in r.rows if x["plant"]["compressor_hz"] > 0]
-    wet = [x for x in on if x["plant"]["liquid_at_compressor"] > 0]
+    t = r.t
+    hz = r.res.rows["plant.compressor_hz"]
+    liq = r.res.rows["plant.liquid_at_compressor"]
+    flow = r.res.rows["plant.mass_flow_kg_s"]
+    wet = np.nonzero((hz > 0) & (liq > 0))[0]
     sh = r.series("plant.superheat_k", 12, 600)
     out["startup"] = {
         "passed": r.passed,
-        "start_s": on[0]["t_s"],
-        "wet_s": (wet[0]["t_s"], wet[-1]["t_s"]) if wet else None,
-        "liquid_g": 1000
-        * sum(
-            x["plant"]["liquid_at_compressor"] * x["plant"]["mass_flow_kg_s"] * 0.1 for x in wet
-        ),
+        "start_s": float(t[np.nonzero(hz > 0)[0][0]]),
+        "wet_s": (float(t[wet[0]]), float(t[wet[-1]])) if len(wet) else None,
+        "liquid_g": float(1000 * np.sum(liq[wet] * flow[wet]) * 0.1),
         "max_sh": max(v for _, v in sh),
         "min_te_c": min(values(r, "plant.evap_sat_t_k", 12, 600)) - 273.15,
         "settled_s": max(t for t, v in sh if abs(v - 6.0) > 1.0),
@@ -107,7 +127,7 @@ def scenario_figures():
     for name in ("heatpump_lop", "heatpump_mop", "heatpump_hitc", "heatpump_charge_loss",
                  "heatpump_sensor_fault", "heatpump_probe_drift"):  # fmt: skip
         r = scenario(name)
-        out[name[9:]] = {"passed": r.passed, "verdicts": [(v["criterion"], v["value"])
+        out[name[9:]] = {"passed": r.passed, "verdicts": [(v["label"], v["detail"])
                                                          for v in r.verdicts]}  # fmt: skip
     return out
 
@@ -154,7 +174,7 @@ def compressor_step(board_path, hp):
         "max_liquid": max(p["liquid_at_compressor"] for _, p, _ in after),
         "sigma_before": statistics.pstdev([p["superheat_k"] for _, p, _ in steady_rows]),
         # reversals of the valve itself (the plant's position, whole steps): what wears it
-        "reversals_before": hp_rig.reversals([p["valve_steps"] for _, p, _ in steady_rows])
+        "reversals_before": Reversals.count([p["valve_steps"] for _, p, _ in steady_rows], 0.0)
         / 100.0,
     }
 

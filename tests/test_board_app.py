@@ -402,6 +402,8 @@ def test_fault_commands_list_and_reset_from_the_cli(board, session):
             timeout=60,
         )
 
+    # each CLI call takes a while between two HIL frames: no host_lost for that here
+    session.param_set("hil.timeout_s", 60.0)
     bench = Bench(session, session_board(session), WIRING)
     bench.step(5)
     bench.override[0] = lambda t, v: 223.15  # open NTC
@@ -417,6 +419,7 @@ def test_fault_commands_list_and_reset_from_the_cli(board, session):
     res = cli("fault", "reset")
     assert res.returncode == 0 and "cleared: sensor_open" in res.stdout
     assert "no fault latched" in cli("fault", "list").stdout
+    session.request("PARAM_DEFAULTS", flags=0)
 
 
 def test_garbage_is_collected_between_ticks_and_the_heap_low_point_is_reported(session):

@@ -141,14 +141,14 @@ def test_contradictory_thresholds_are_refused_naming_both_values(session):
     with pytest.raises(Nack, match=r"hp.sp = 2.*hp.lowsh = 3"):
         session.param_set("hp.sp", 2.0)
     assert session.param_get("hp.lop") == pytest.approx(248.15)  # nothing changed
-    # the same sentence from the command line
+    # the command line names both values too, in the user's unit (degC; hp.lop is -25 degC)
     res = subprocess.run(
-        [sys.executable, "-m", "thermopilot.host.cli", "param", "set", "hp.mop", "249",
+        [sys.executable, "-m", "thermopilot.host.cli", "param", "set", "hp.mop", "-24",
          "--port", session.second_port],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert res.returncode == 2, res.stdout + res.stderr
-    assert "hp.mop = 249" in res.stderr and "hp.lop = 248.15" in res.stderr, res.stderr
+    assert "hp.mop -24 °C" in res.stderr and "hp.lop = -25 °C" in res.stderr, res.stderr
 
 
 def test_a_compressor_that_stops_on_its_own_closes_the_valve(session):

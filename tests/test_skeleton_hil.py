@@ -42,7 +42,7 @@ def test_sensor_fault_ends_in_safe_state_and_is_reported(tmp_path):
     assert latched == ["sensor_open"]
     with open(tmp_path / "battery_sensor_fault" / "rows.csv") as f:
         last = list(csv.DictReader(f))[-1]
-    assert float(last["out0"]) == 1.0  # pump at its safe value
+    assert float(last["out.0"]) == 1.0  # pump at its safe value
     assert int(last["faults"]) & 1  # sensor_open still latched: only an explicit reset clears it
 
 
@@ -63,8 +63,8 @@ def test_unmeetable_criterion_exits_non_zero(tmp_path):
     [
         ("name = 'x'\nduration_s = [", "is not valid TOML"),
         ("name = 'x'\nduration_s = 10\nbogus = 1", "unknown key(s) bogus"),
-        ("name = 'x'\nduration_s = 'long'", "'duration_s' = 'long' is not a number"),
-        ("name = 'x'\nduration_s = -5", "duration_s = -5 must be > 0"),
+        ("name = 'x'\nduration_s = 'long'", "duration_s = 'long'; expected a number"),
+        ("name = 'x'\nduration_s = -5", "duration_s = -5 out of range; expected a number > 0"),
     ],
 )
 def test_malformed_scenario_is_one_line_error(tmp_path, text, expected):
@@ -104,25 +104,33 @@ def test_superheat_loop_on_the_r290_heat_pump(tmp_path):
     res, summary = hil_run("heatpump_superheat", tmp_path)
     assert res.returncode == 0, res.stdout + res.stderr
     header = (tmp_path / "heatpump_superheat" / "rows.csv").read_text().splitlines()[0]
-    assert header.startswith("t_s,setpoint_k,measurement_k")  # a difference: K, not degC
+    cols = header.split(",")
+    # every plant output, every loop's telemetry, what the board got and commanded
+    for c in ("t_s", "plant.superheat_k", "plant.liquid_at_compressor", "loop.hp.setpoint"):
+        assert c in cols
+    assert {"out.0", "sensed.0", "input.valve_steps_cmd", "faults"} <= set(cols)
+    # the board computes superheat from the raw suction transducer and pipe NTC and drives
+    # the valve and the compressor; judged on the plant's own superheat
     with open(tmp_path / "heatpump_superheat" / "rows.csv") as f:
         rows = list(csv.DictReader(f))
-    run = [r for r in rows if float(r["t_s"]) >= 15 and float(r["compressor_hz"]) > 0]
+    run = [r for r in rows if float(r["t_s"]) >= 15 and float(r["plant.compressor_hz"]) > 0]
     assert len(run) > 5000
-    assert min(float(r["superheat_k"]) for r in run) >= 2.0
-    assert max(float(r["liquid_at_compressor"]) for r in run) == 0.0
+    assert min(float(r["plant.superheat_k"]) for r in run) >= 2.0
+    assert max(float(r["plant.liquid_at_compressor"]) for r in run) == 0.0
     for t_s, sp in ((240.0, 6.0), (395.0, 8.0), (595.0, 8.0)):  # settled on each setpoint
         r = next(r for r in rows if float(r["t_s"]) >= t_s)
-        assert abs(float(r["superheat_k"]) - sp) < 1.0, (t_s, r["superheat_k"])
+        assert abs(float(r["plant.superheat_k"]) - sp) < 1.0, (t_s, r["plant.superheat_k"])
     # the return-water step at 400 s made the compressor speed up
-    speed = {round(float(r["t_s"])): float(r["compressor_hz"]) for r in rows}
+    speed = {round(float(r["t_s"])): float(r["plant.compressor_hz"]) for r in rows}
     assert speed[599] > speed[399] + 20.0
 
 
 def test_chip_cooler_under_a_stored_gpu_power_trace(tmp_path):
     res, summary = hil_run("chip_gpu_trace", tmp_path)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert len(summary["criteria"]) == 4 and summary["passed"]
+    assert len(summary["criteria"]) == 5 and summary["passed"]
+    # energy of every plant power output in the summary
+    assert summary["energy_j"]["pump_power_w"] > 0
 
 
 def test_stored_profile_with_unknown_column_is_refused(tmp_path):
