@@ -346,8 +346,18 @@ class Settles(_OnLoop):
         return self.verdict(ok, detail, worst, "K" if "temperature" in q else signals.SI_UNITS[q])
 
     def bands(self, rows):
+        """The band around the setpoint where it is judged: from within_s after each
+        setpoint change, inside the window."""
         a, b = self.window(rows)
-        return [(self.cfg["signal"], -self.cfg["band"], self.cfg["band"], a, b, "setpoint")]
+        t = rows.t
+        sp = rows["loop.%s.setpoint" % self.cfg["loop"]]
+        out = []
+        for s, e in _segments(sp):
+            t0 = max(t[s] + self.cfg["within_s"], a)
+            t1 = min(t[e - 1], b)
+            if t1 > t0:
+                out.append((self.cfg["signal"], -self.cfg["band"], self.cfg["band"], t0, t1, "sp"))
+        return out
 
 
 class Overshoot(_OnLoop):

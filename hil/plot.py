@@ -81,21 +81,14 @@ def _verdict_text(v):
     return "%s: %s" % (v.get("label", v["criterion"]), "PASS" if v["passed"] else "FAIL")
 
 
-def plot(result, path):
-    """Write the run plot of ``result`` (a rig.RigResult with verdicts) to ``path``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def layout(result):
+    """What the plot shows where: loop_panel [(loop, judged signal, quantity)], extra
+    {quantity or "__main__": [signals]}, extra_panels [(quantity, signals)], disturbances
+    [input names], actuator units {input: unit label}."""
     rows = result.rows
     ctx = rows.ctx
     sc = result.scenario
-    t = rows.t
     crits = result.rig.criteria
-    verdicts = {v["index"]: v for v in result.verdicts}
-
-    # -- what goes where -----------------------------------------------------------------
     loop_panel = []  # (loop name, judged signal, quantity)
     for info in ctx.loops:
         sig = ctx.judged_signal(info)
@@ -133,12 +126,45 @@ def plot(result, path):
             disturbances.append(name)
     disturbances = disturbances[:MAX_DISTURBANCES]
 
+    units = {
+        a["input"]: (ctx.input_unit(a["input"]) if ctx.input_unit(a["input"]) not in ("-", "")
+                     else "0..1")
+        for a in sc["actuators"]
+    }  # fmt: skip
+    return {
+        "loop_panel": loop_panel,
+        "extra": extra,
+        "extra_panels": extra_panels,
+        "disturbances": disturbances,
+        "actuator_units": units,
+    }
+
+
+def plot(result, path):
+    """Write the run plot of ``result`` (a rig.RigResult with verdicts) to ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result.rows
+    ctx = rows.ctx
+    sc = result.scenario
+    t = rows.t
+    crits = result.rig.criteria
+    verdicts = {v["index"]: v for v in result.verdicts}
+
+    lay = layout(result)
+    loop_panel = lay["loop_panel"]
+    extra = lay["extra"]
+    extra_panels = lay["extra_panels"]
+    disturbances = lay["disturbances"]
     n_panels = 1 + len(extra_panels) + 1 + len(disturbances) + 1
-    ratios = [3] + [2] * len(extra_panels) + [2] + [1.3] * len(disturbances) + [1.4]
+    ratios = [3] + [1.6] * len(extra_panels) + [1.8] + [1.1] * len(disturbances) + [0.9]
     fig, axes = plt.subplots(
         n_panels,
         1,
-        figsize=(11, 2.0 + 1.6 * sum(ratios) / 1.5),
+        figsize=(11, 1.5 + 1.45 * sum(ratios)),
         sharex=True,
         gridspec_kw={"height_ratios": ratios},
     )
@@ -149,6 +175,9 @@ def plot(result, path):
     ax_dist = axes[2 + len(extra_panels) : 2 + len(extra_panels) + len(disturbances)]
     ax_faults = axes[-1]
     panel_of = {}
+    for a in sc["actuators"]:
+        # a criterion on out.<ch> is drawn on the actuator panel, in the plant input's unit
+        panel_of["out.%d" % a["channel"]] = (ax_act, -a["offset"] / a["scale"], a["scale"])
 
     # -- loops ---------------------------------------------------------------------------
     main_unit = None
@@ -186,8 +215,25 @@ def plot(result, path):
             ax.plot(t, (rows[s] - off) * sc_, lw=1.2, label=_name(s))
             panel_of[s] = (ax, off, sc_)
         ax.set_ylabel("%s [%s]" % (q.replace("_", " "), unit))
+    # the loop panel's range follows the plant truth and the setpoints, not a wire break's
+    # reading far out of range (the board's view of it stays drawn, clipped)
+    span = []
+    for loop, sig, q in loop_panel:
+        off, sc_, _u = unit_of(q)
+        for col in (sig, "loop.%s.setpoint" % loop):
+            x = (rows[col] - off) * sc_
+            x = x[np.isfinite(x)]
+            if len(x):
+                span += [float(np.min(x)), float(np.max(x))]
+    for s in extra.get("__main__", []):
+        off, sc_, _u = unit_of(signals.quantity_of(s, ctx))
+        x = (rows[s] - off) * sc_
+        x = x[np.isfinite(x)]
+        if len(x):
+            span += [float(np.min(x)), float(np.max(x))]
 
     # -- criterion bands -----------------------------------------------------------------
+    labelled = set()
     for c in crits:
         v = verdicts.get(c.index)
         if v is None:
@@ -199,7 +245,8 @@ def plot(result, path):
             if where is None:
                 continue
             ax, off, sc_ = where
-            label = _verdict_text(v)
+            label = _verdict_text(v) if c.index not in labelled else None
+            labelled.add(c.index)
             if len(band) > 5:  # relative to the setpoint (settles)
                 loop = c.cfg["loop"]
                 sp = rows["loop.%s.setpoint" % loop]
@@ -229,6 +276,16 @@ def plot(result, path):
                     label=label if first else None,
                 )
                 first = False
+
+    for c in crits:
+        for band in c.bands(rows):
+            if panel_of.get(band[0], (None,))[0] is ax_main and len(band) == 5:
+                off, sc_ = panel_of[band[0]][1:]
+                span += [(lim - off) * sc_ for lim in band[1:3] if lim is not None]
+    if span:
+        lo, hi = min(span), max(span)
+        pad = max(0.5, 0.08 * (hi - lo))
+        ax_main.set_ylim(lo - pad, hi + pad)
 
     # -- actuators -----------------------------------------------------------------------
     units = set()

@@ -91,11 +91,13 @@ def summary(result):
     )
 
 
-def write(result, out_dir, plot=True):
-    """Write rows.csv, summary.json and (``plot``) plot.png into out_dir; returns the path."""
+def write(result, out_dir, plot=True, rows=True):
+    """Write summary.json, rows.csv (``rows``) and plot.png (``plot``) into out_dir; returns
+    the path."""
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_rows(result.rows, out / "rows.csv")
+    if rows:
+        write_rows(result.rows, out / "rows.csv")
     (out / "summary.json").write_text(json.dumps(summary(result), indent=2))
     if plot and len(result.rows) > 1:
         from . import plot as plot_mod

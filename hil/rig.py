@@ -224,16 +224,25 @@ class Rig:
                     "%s [params]: %s = %g out of range; the board allows %g..%g %s"
                     % (where, k, v, p["min"], p["max"], p["unit"])
                 )
-        # every setpoint value is tried before the run (the defaults restore them after)
+        # every setpoint against its parameter's range on this board (commanding them to see
+        # would move a real board's live setpoint before the run)
         for k, sp in enumerate(sc["setpoints"]):
-            try:
-                session.command("setpoint", loop=sp["loop_index"], value=sp["value"])
-            except Nack as exc:
-                self._restore(session, snapshot)
+            info = self.ctx.loop(sp["loop"])
+            p = params.get("%s.%s" % (sp["loop"], signals.setpoint_suffix(info["controller"])))
+            if p is not None and not p["min"] <= sp["value"] <= p["max"]:
                 raise RigError(
-                    "%s [[setpoints]][%d]: loop %s refused %g: %s"
-                    % (where, k, sp["loop"], sp["value"], exc.describe(_index_names(params)))
-                ) from None
+                    "%s [[setpoints]][%d]: loop %s accepts setpoints %g..%g %s, not %g"
+                    % (where, k, sp["loop"], p["min"], p["max"], p["unit"], sp["value"])
+                )
+        try:
+            self._apply_params(session, params, snapshot, where)
+        except KeyboardInterrupt:
+            self._restore(session, snapshot)
+            raise
+        return ident, loops, snapshot
+
+    def _apply_params(self, session, params, snapshot, where):
+        sc = self.sc
         session.request("PARAM_DEFAULTS", flags=0)
         for k, v in sc["params"].items():
             try:
@@ -243,7 +252,6 @@ class Rig:
                 raise RigError(
                     "%s [params]: %s = %g: %s" % (where, k, v, exc.describe(_index_names(params)))
                 ) from None
-        return ident, loops, snapshot
 
     @staticmethod
     def _restore(session, snapshot):

@@ -332,7 +332,8 @@ def check(raw, where="scenario", base_dir=None):
 
     # [params]
     sc["params"] = {}
-    allowed = ["hil"] + ctx.loop_names
+    globals_ = signals.global_param_names()
+    allowed = sorted({g.split(".", 1)[0] for g in globals_ or ()}) + ctx.loop_names
     for name, v in top["params"].items():
         w = "%s [params]" % where
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
@@ -340,7 +341,8 @@ def check(raw, where="scenario", base_dir=None):
         if len(name.encode()) > 16:
             raise ScenarioError("%s: %r is longer than 16 bytes (a board name)" % (w, name))
         prefix = name.split(".", 1)[0]
-        if "." not in name or prefix not in allowed:
+        # a parameter is <loop>.<suffix> or board-wide; the board checks the rest before the run
+        if globals_ is not None and name not in globals_ and prefix not in ctx.loop_names:
             raise ScenarioError(
                 "%s: %r is not a parameter of board %s (its parameters start with %s); is this "
                 "scenario meant for another board?"

@@ -170,11 +170,16 @@ def actuator_quantity(actuator):
     return actuator.get("quantity", default)
 
 
+def setpoint_suffix(controller):
+    """The suffix of a controller's setpoint parameter (its SP attribute; "sp" by default)."""
+    return _controller_attrs(controller)[2] or "sp"
+
+
 @functools.lru_cache(maxsize=32)
 def _controller_attrs(controller):
-    """(QUANTITY, FIELDS) a firmware controller declares as literals, read from its source
-    without importing it (firmware modules run on MicroPython); (None, None) when they are not
-    plain literals (the rig then learns them from the board at run time)."""
+    """(QUANTITY, FIELDS, SP) a firmware controller declares as literals, read from its source
+    without importing it (firmware modules run on MicroPython); None for what is not a plain
+    literal (the rig then learns it from the board at run time)."""
     fw = resources.firmware_dir() / "tpfw"
     try:
         reg = ast.parse((fw / "loops.py").read_text())
@@ -186,11 +191,11 @@ def _controller_attrs(controller):
                 registry = ast.literal_eval(node.value)
         module = registry.get(controller)
         if module is None:
-            return None, None
+            return None, None, None
         tree = ast.parse((fw / (module + ".py")).read_text())
     except (OSError, SyntaxError, ValueError):
-        return None, None
-    quantity = fields = None
+        return None, None, None
+    quantity = fields = sp = None
     for node in ast.walk(tree):
         if isinstance(node, ast.ClassDef):
             for stmt in node.body:
@@ -201,11 +206,29 @@ def _controller_attrs(controller):
                             fields = tuple(f[0] for f in ast.literal_eval(stmt.value))
                         elif name == "QUANTITY":
                             quantity = ast.literal_eval(stmt.value)
+                        elif name == "SP":
+                            sp = ast.literal_eval(stmt.value)
                     except ValueError:
                         pass
     if fields is None:
         fields = ()  # the Controller base class declares none
-    return quantity, fields
+    return quantity, fields, sp
+
+
+@functools.lru_cache(maxsize=1)
+def global_param_names():
+    """Names of the board-wide parameters (firmware/tpfw/app.py _GLOBAL_ROWS), or None when
+    they are not a literal the host can read."""
+    try:
+        tree = ast.parse((resources.firmware_dir() / "tpfw" / "app.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == "_GLOBAL_ROWS" for t in node.targets
+            ):
+                return tuple(r.elts[0].value for r in node.value.elts)
+    except (OSError, SyntaxError, AttributeError, ValueError):
+        pass
+    return None
 
 
 def loop_info(board):
@@ -213,7 +236,7 @@ def loop_info(board):
     controller, quantity (None when only the board can tell) and fields (None likewise)."""
     out = []
     for k, lp in enumerate(board.get("loops", [])):
-        quantity, fields = _controller_attrs(lp.get("controller", "pid"))
+        quantity, fields, _sp = _controller_attrs(lp.get("controller", "pid"))
         pv = lp.get("sensors", {}).get("pv")
         if lp.get("controller", "pid") == "pid" and pv is not None:
             # the PID takes its quantity from the sensor it holds (ctl_pid.py)

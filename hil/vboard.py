@@ -87,6 +87,30 @@ class VirtualBoardError(RuntimeError):
     pass
 
 
+try:  # Linux: the kernel kills the VM when the process (thread) that started it dies
+    import ctypes
+
+    _PRCTL = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):
+    _PRCTL = None
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with(parent_pid):
+    """preexec_fn for the VM: it has its own session (no terminal signal reaches it), so without
+    this a starter killed with SIGKILL (a campaign worker) would leave it running. Call
+    VirtualBoard.start from a thread that outlives the board (the main thread, a pool's)."""
+    if _PRCTL is None:
+        return None
+
+    def child():
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent_pid:  # the starter died before the line above
+            os._exit(1)
+
+    return child
+
+
 def _exe(name):
     return shutil.which(
         name, path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
@@ -386,6 +410,7 @@ class VirtualBoard:
             cwd=self.workdir,
             start_new_session=True,
             close_fds=True,
+            preexec_fn=_die_with(os.getpid()),
         )
         os.close(vm_slave)
         os.set_blocking(vm_master, False)

@@ -297,6 +297,107 @@ def cmd_hil_list(args):
     return 0
 
 
+def cmd_hil_campaign(args):
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    from thermopilot.hil import campaign
+
+    camp, cases = campaign.load(args.file)  # every case checked before any board starts
+    console = Console()
+    if args.list:
+        for c in cases:
+            console.print(
+                "%s  %s  %s%s"
+                % (
+                    c["id"],
+                    c["fault"],
+                    "expect %s within %s s" % (c["expect"], c["within_s"]) if c["expect"] else "",
+                    "".join("  %s=%s" % kv for kv in c["sweep"].items()),
+                )
+            )
+        console.print("%d cases" % len(cases))
+        return 0
+    out_dir = pathlib.Path(args.report_dir) / camp["name"]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = []
+    counts = {"passed": 0, "failed": 0}
+    workers = args.workers or campaign.default_workers()
+    where = "cluster %s" % args.cluster if args.cluster else "%d local workers" % workers
+    t0 = time.monotonic()
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("[green]{task.fields[ok]} passed[/green] [red]{task.fields[bad]} failed[/red]"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+    )
+    task = progress.add_task("%s on %s" % (camp["name"], where), total=len(cases), ok=0, bad=0)
+    last_plain = [time.monotonic()]
+
+    def on_result(r):
+        results.append(r)
+        counts["passed" if r["passed"] else "failed"] += 1
+        progress.update(task, advance=1, ok=counts["passed"], bad=counts["failed"])
+        if not progress.console.is_terminal and time.monotonic() - last_plain[0] > 20:
+            last_plain[0] = time.monotonic()
+            print(
+                "%s: %d/%d cases, %d failed"
+                % (camp["name"], len(results), len(cases), counts["failed"]),
+                file=sys.stderr,
+                flush=True,
+            )
+
+    interrupted = False
+    try:
+        with progress:
+            if args.cluster:
+                campaign.run_cluster(
+                    args.cluster, cases, out_dir, on_result, args.plots, not args.no_native
+                )
+            else:
+                pool = campaign.LocalPool(workers, out_dir, args.plots, not args.no_native)
+                pool.run(cases, on_result)
+    except KeyboardInterrupt:
+        interrupted = True
+    wall = time.monotonic() - t0
+    rows = campaign.table_rows(camp, cases, results)
+    table = pathlib.Path(args.results) if args.results else out_dir / "results.csv"
+    campaign.write_table(rows, table)
+    plot = campaign.summary_plot(rows, out_dir / "summary.png", camp["name"])
+    (out_dir / "results.md").write_text(campaign.markdown(rows))
+    failed = [r for r in rows if not r["passed"]]
+    for r in failed:
+        console.print(
+            "[red]FAILED[/red] %s %s: %s %s"
+            % (
+                r["case"],
+                r["fault"],
+                r["error"] or r["failed_criteria"],
+                "(report %s)" % r["report"] if r["report"] else "",
+            )
+        )
+    console.print(
+        "%s: %d of %d cases passed in %.0f s on %s; results %s, plot %s"
+        % (camp["name"], len(rows) - len(failed), len(rows), wall, where, table, plot)
+    )
+    if interrupted:
+        print(
+            "thermopilot: campaign interrupted after %d of %d cases; the workers and their "
+            "boards were stopped; partial results in %s" % (len(results), len(cases), table),
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    return EXIT_FAILED if failed else 0
+
+
 def _resolve_scenario_arg(path):
     """A scenario argument: a file, or the name of a bundled scenario."""
     from thermopilot.hil import resources
@@ -335,6 +436,30 @@ def register(sub, port_arg):
     ls = hsub.add_parser("list", help="the bundled scenarios with their descriptions")
     ls.add_argument("--kinds", action="store_true", help="list the fault and criteria kinds")
     ls.set_defaults(func=cmd_hil_list)
+    cp = hsub.add_parser(
+        "campaign",
+        help="run a campaign (base scenario x sweeps x fault matrix) in parallel; exit 1 if a "
+        "case fails",
+    )
+    cp.add_argument("file", help="campaign .toml file")
+    cp.add_argument("--workers", type=int, default=0, help="local workers (default: cores)")
+    cp.add_argument(
+        "--cluster", help="Dask distributed scheduler address (tcp://HOST:8786) instead"
+    )
+    cp.add_argument("--report-dir", default="report", help="where report/CAMPAIGN/ goes")
+    cp.add_argument(
+        "--results", help="results table (.csv or .parquet; default report/CAMPAIGN/results.csv)"
+    )
+    cp.add_argument(
+        "--plots",
+        choices=("failed", "all", "none"),
+        default="failed",
+        help="per-case plot.png and rows.csv: of failed cases (default), all or none; "
+        "summary.json is always written",
+    )
+    cp.add_argument("--no-native", action="store_true", help="virtual boards: " + _NO_NATIVE_HELP)
+    cp.add_argument("--list", action="store_true", help="list the cases and stop")
+    cp.set_defaults(func=cmd_hil_campaign)
 
 
 def _with_resolved(func):
