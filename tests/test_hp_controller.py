@@ -232,3 +232,35 @@ def test_a_drifting_suction_probe_floods_unnoticed_without_the_discharge_guard(s
         assert faults == 0
         assert liquid > 0.3
         assert loop.rows[-1]["plant"]["liquid_at_compressor"] > 0.3
+
+
+def test_a_valve_failed_shut_trips_the_low_pressure_limit_within_seconds(session):
+    # the valve's motor dies closed: the compressor pumps the evaporator down; the LOP alarm's
+    # 120 s delay would run it in a vacuum, the hard limit (LOP - 10 K for 5 s) stops it
+    loop = Loop(session, params={"hp.hz_fix": 50.0})
+    loop.run(120)
+    loop.actuator_override["valve_steps_cmd"] = lambda t_s, v: 0.0
+    loop.run(30)
+    after = [r for r in loop.rows if r["t_s"] >= 120]
+    tripped = next(r for r in after if r["faults"] >> F["lop"] & 1)
+    te_c = min(r["plant"]["evap_sat_t_k"] for r in after) - 273.15
+    assert te_c < -35.0  # the pump-down is real: far below LOP (-25 degC)
+    assert tripped["t_s"] - 120 <= 15.0, tripped["t_s"]
+    assert tripped["out"][COMP] == 0.0
+    assert loop.plant.closed_running_s <= 15.0
+
+
+def test_a_valve_open_in_vain_is_control_ineffective(session):
+    # a valve that delivers a fifth of its opening at a speed it cannot feed: fully open, the
+    # superheat stays far above the setpoint; the unit stops after 60 s of it, not before
+    loop = Loop(session, params={"hp.hz_fix": 90.0, "hp.lop": 213.15, "hp.mop": 288.15})
+    loop.run(120)
+    assert not loop.rows[-1]["faults"]
+    loop.actuator_override["valve_steps_cmd"] = lambda t_s, v: 0.2 * v
+    loop.run(180)
+    after = [r for r in loop.rows if r["t_s"] >= 120]
+    bit = F["control_ineffective"]
+    hit = [r for r in after if r["faults"] >> bit & 1]
+    assert hit, max(r["plant"]["superheat_k"] for r in after)
+    assert hit[0]["t_s"] - 120 >= 60.0
+    assert hit[0]["out"][COMP] == 0.0

@@ -20,7 +20,9 @@
 # control.md s.4): integral actions on ln(m) separate from the PI, with priority over it,
 # each with its threshold, integral time (0 = off, with its alarm) and alarm delay: LowSH and
 # SH-close close the valve, MOP closes it, LOP opens it (never against LowSH) and unloads the
-# compressor, HiTcond unloads the compressor and closes the valve. The stepper driver (exv.py)
+# compressor, HiTcond unloads the compressor and closes the valve; the low-pressure limit
+# (LOP - 10 K for 5 s) and a valve open in vain (at 90 % with superheat 10 K over the setpoint
+# for 60 s) stop the unit. The stepper driver (exv.py)
 # limits the step rate, overdrives at each full close and keeps the valve still inside its
 # deadband and reversal hysteresis.
 #
@@ -78,6 +80,14 @@ _OD_PC = 0.1  # overdrive: 10 % of the stroke past the closed stop
 _MIN_PC = 0.02  # smallest opening in control: 2 % of the stroke (closing is the stop's job)
 _LEAK_DLY_S = 60.0  # s: the valve coefficient stays high this long before charge_loss
 _LWT_HYS_K = 2.0  # K: the water above its setpoint by this at minimum speed stops the unit
+# hard low-pressure limit: evaporating this far below LOP for _LOP_HARD_S trips at once (a valve
+# failed shut or the charge gone: the compressor pumps the evaporator down within seconds)
+_LOP_HARD_K = 10.0
+_LOP_HARD_S = 5.0
+# valve ineffective: this far above the setpoint with the valve at 90 % of exv_max or more for
+# _INEF_S (a valve blocked or too small for the load, the charge short): nothing it can do
+_INEF_K = 10.0
+_INEF_S = 60.0
 
 _NaN = float("nan")
 
@@ -291,7 +301,8 @@ class HeatPump(Controller):
         self.valid = False
         self.prot = 0
         self.prot_prev = 0
-        self.t_al = array("i", [-1] * 5)  # alarm timers: low SH, LOP, MOP, HiTcond, leak
+        # alarm timers: low SH, LOP, MOP, HiTcond, leak, hard LOP, valve ineffective
+        self.t_al = array("i", [-1] * 7)
         self.t_rel = array("i", [-1] * 7)  # when each protector last released
         self.f[_F_SP_EFF] = self.q[_P_SP]
         self.f[_F_MSS_VAR] = 0.0
@@ -510,6 +521,18 @@ class HeatPump(Controller):
             sup, 4, run and prot & P_LEAK, _LEAK_DLY_S, codec.FAULT_CHARGE_LOSS, self.f[_F_VK_F],
             True, t_ms,
         )  # fmt: skip
+        # the compressor turns (start or run) and the evaporating temperature is far below LOP:
+        # no protector delay, the low-pressure cut-out of the unit
+        turning = run or self.state == START
+        self._alarm(
+            sup, 5, turning and te < g[_P_LOP] - _LOP_HARD_K, _LOP_HARD_S, codec.FAULT_LOP, te,
+            True, t_ms,
+        )  # fmt: skip
+        self._alarm(
+            sup, 6, run and self.f[_F_TGT] >= 0.9 * g[_P_EXV_MAX]
+            and sh > self.f[_F_SP_EFF] + _INEF_K, _INEF_S, codec.FAULT_CONTROL_INEFFECTIVE, sh,
+            True, t_ms,
+        )  # fmt: skip
 
     def _alarm(self, sup, k, cond, delay_s, bit, value, trip, t_ms):
         al = self.t_al
@@ -593,7 +616,7 @@ class HeatPump(Controller):
         self.dsh_armed = False  # the shell cooled while the compressor stood
         self.t[_T_DSH_ARM] = -1
         self.t[_T_STABLE] = -1
-        for k in range(5):
+        for k in range(7):
             self.t_al[k] = -1
 
     def _run_start(self, dt_s, t_ms):
