@@ -53,7 +53,8 @@ PLANT_OUTPUTS = {
         "suction_p_pa suction_t_k discharge_p_pa discharge_t_k evap_sat_t_k cond_sat_t_k "
         "superheat_k subcooling_k liquid_at_compressor capacity_w heating_w compressor_power_w "
         "cop cop_heating mass_flow_kg_s valve_flow_kg_s valve_steps compressor_hz hp_switch_open "
-        "evap_sec_out_k cond_sec_out_k charge_evap_kg charge_cond_kg charge_kg suction_pipe_k"
+        "evap_sec_out_k cond_sec_out_k charge_evap_kg charge_cond_kg charge_kg suction_pipe_k "
+        "closed_running_s"
     ).split(),
     "chip_cooler": (
         "junction_k case_k cold_plate_k chip_power_w power_demand_w throttled thermal_trip "

@@ -91,7 +91,11 @@ def explain_nack(nack, what, quantity="none", board_unit=None, names=None):
             show(hi),
         )
     if code == "conflict":
-        other = (names or {}).get(nack.other, "parameter #%s" % nack.other)
+        name = (names or {}).get(nack.other, "parameter #%s" % nack.other)
+        other = name
+        if getattr(nack, "other_value", None) is not None:
+            # both values named: a rule pairs parameters of one quantity (hp.lop and hp.mop)
+            other = "%s = %s" % (name, show(nack.other_value))
         return (
             "board refused %s %s: it would break the rule with %s; allowed now %s .. %s "
             "(change %s first to widen it)"
@@ -101,7 +105,7 @@ def explain_nack(nack, what, quantity="none", board_unit=None, names=None):
                 other,
                 units.fmt(lo, quantity, board_unit=board_unit, unit=False),
                 show(hi),
-                other,
+                name,
             )
         )
     if code == "bad_value":

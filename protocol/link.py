@@ -285,9 +285,26 @@ class Session:
         return self.request("PARAM_GET", expect=("PARAM_VALUE",), name=_name16(name)).value
 
     def param_set(self, name, value):
-        return self.request(
-            "PARAM_SET", expect=("PARAM_VALUE",), name=_name16(name), value=float(value)
-        ).value
+        """Set parameter ``name``; the board's answer value. A refusal because of another
+        parameter (a cross-parameter rule, NACK ``conflict``) names both parameters and both
+        values, e.g. "board refused hp.lop = 290: conflict with hp.mop = 288.15 (hp.lop
+        allowed in [213.15, 286.15])"; the Nack then carries ``other_name`` and
+        ``other_value``."""
+        try:
+            return self.request(
+                "PARAM_SET", expect=("PARAM_VALUE",), name=_name16(name), value=float(value)
+            ).value
+        except Nack as err:
+            if err.code != "conflict" or err.other is None:
+                raise
+            info = self.request("PARAM_INFO_REQ", expect=("PARAM_INFO",), index=err.other)
+            err.other_name = _text(info.name)
+            err.other_value = info.value
+            err.args = (
+                "board refused %s = %g: conflict with %s = %g (%s allowed in [%g, %g])"
+                % (name, value, err.other_name, info.value, name, err.min, err.max),
+            )
+            raise
 
     def command(self, command, loop=0, value=0.0):
         """Send COMMAND ``command`` (a name of schema.COMMANDS); fault_reset answers with

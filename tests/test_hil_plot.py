@@ -56,7 +56,7 @@ def test_chip_plot_shows_junction_dryout_and_the_power_trace(runs):
 def test_heatpump_valve_in_steps_compressor_in_rev_per_s(runs):
     res, _path = runs["heatpump_superheat"]
     lay = plot.layout(res)
-    assert lay["actuator_units"] == {"valve_steps_cmd": "steps"}
+    assert lay["actuator_units"] == {"valve_steps_cmd": "steps", "compressor_hz": "rev/s"}
     assert lay["loop_panel"][0][2] == "temperature_difference"  # superheat in K, not degC
     assert plot.unit_of("speed") == (0.0, 1.0, "rev/s")
     assert plot.unit_of("temperature")[2] == "°C" and plot.unit_of("pressure")[1] == 1e-5

@@ -100,10 +100,10 @@ def test_fault_after_the_end(battery):
 
 
 def test_scenario_meant_for_another_board(heatpump, battery):
-    heatpump["board"] = "virtual"  # an NTC coolant board wired to superheat
-    refused(heatpump, r"plant output superheat_k is a temperature_difference but board virtual")
+    heatpump["board"] = "virtual"  # an NTC coolant board wired to a suction transducer
+    refused(heatpump, r"preset = 'pressure' does not fit board virtual channel 0 \(coolant_out")
     battery["board"] = "virtual_hp"
-    refused(battery, "is a temperature but board virtual_hp channel 0 .* measures a temperature")
+    refused(battery, "is a temperature but board virtual_hp channel 0 .* measures a pressure")
     battery2 = bundled_raw("battery_hold")
     battery2["params"] = {"sh.kp": 0.1}  # another board's parameter
     refused(battery2, r"'sh.kp' is not a parameter of board virtual .*another board")
@@ -195,8 +195,8 @@ def test_presets_are_checked_against_the_board_front_end(battery, heatpump):
 
 
 def test_setpoint_units_follow_the_loop(heatpump, battery):
-    heatpump["setpoints"][0] = {"t_s": 0, "loop": "sh", "value_c": 10.0}
-    refused(heatpump, "value_c on loop sh, which holds a temperature_difference")
+    heatpump["setpoints"][0] = {"t_s": 0, "loop": "hp", "value_c": 10.0}
+    refused(heatpump, "value_c on loop hp, which holds a temperature_difference")
     battery["setpoints"][0] = {"t_s": 0, "value": 31.0}
     refused(battery, r"setpoint -242.15 °C out of range for loop cool; the board accepts "
             r"-40.00 °C..125.00 °C; a temperature in degC is value_c")  # fmt: skip

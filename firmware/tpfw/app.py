@@ -91,6 +91,7 @@ class App:
         self.sup = Supervisor(board["sensors"], board["actuators"])
         rows, rules, self.p_owner = param_table(board)
         self.params = p = Params(rows, rules, path_dir)
+        del rows, rules  # the rows were copied into the table: free them before the loops
         self.path_dir = path_dir
         leftover = p.cleanup()
         p.load()

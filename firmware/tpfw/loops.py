@@ -29,6 +29,7 @@ REGISTRY = {
     "pid": "ctl_pid",
     "batt": "ctl_batt",
     "chip": "ctl_chip",
+    "hp": "ctl_hp",
 }
 
 _NO_T = const(-1)

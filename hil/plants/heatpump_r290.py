@@ -107,7 +107,9 @@ class R290HeatPump(PlantBase):
     (compressor), ``valve_flow_kg_s``, ``valve_steps`` (actual position), ``compressor_hz``
     (actual speed), ``hp_switch_open`` (1 while the high-pressure switch holds the compressor
     off), ``evap_sec_out_k``, ``cond_sec_out_k`` (leaving water), ``charge_evap_kg``,
-    ``charge_cond_kg``, ``charge_kg``, ``suction_pipe_k``.
+    ``charge_cond_kg``, ``charge_kg``, ``suction_pipe_k``, ``closed_running_s`` (simulated
+    seconds the compressor has turned against a fully closed valve: a stop in the wrong order,
+    or a valve that failed shut).
     """
 
     NAME = "heatpump_r290"
@@ -362,6 +364,9 @@ class R290HeatPump(PlantBase):
         self.t_s = 0.0
         self.energy_in_j = 0.0  # integral of heat in + compressor power - leaked energy, J
         self.leaked_kg = 0.0  # refrigerant removed by charge changes (negative: added), kg
+        # time the compressor has turned against a shut valve: it pumps the evaporator down to
+        # a vacuum, the wrong order of a stop (compressor off first, then the valve)
+        self.closed_running_s = 0.0
         self._charge_target = None
         self._h_suc = ev.h[-1]
         self._flows = self._compute_flows(u0, 0.0)
@@ -374,6 +379,7 @@ class R290HeatPump(PlantBase):
             self.step(min(1.0, p["presettle_s"] - self.t_s), hold)
         self.t_s = 0.0
         self.energy_in_j = 0.0
+        self.closed_running_s = 0.0
         self._update_outputs(self.parse_inputs(hold))
 
     # ------------------------------------------------------------ components
@@ -756,6 +762,8 @@ class R290HeatPump(PlantBase):
                 src_c = [0.0] * cd.n
                 src_c[-1] = delta / h
                 h_inj = self.props.sat(cd.p_pa)[1]
+        if f["hz"] > 0.0 and self.valve_steps <= 0.0:
+            self.closed_running_s += h
         e_src = self._step_exchanger(ev, h, m_valve, h_valve, m_comp, ev.h[-1], src_e)
         e_src += self._step_exchanger(cd, h, m_comp, f["h_dis"], m_valve, h_valve, src_c, h_inj)
         # Suction pipe between evaporator outlet and compressor: what a strap-on probe sees.
@@ -878,6 +886,7 @@ class R290HeatPump(PlantBase):
             "charge_cond_kg": cd.m_kg,
             "charge_kg": ev.m_kg + cd.m_kg,
             "suction_pipe_k": self.t_pipe,
+            "closed_running_s": self.closed_running_s,
         }
 
     def outputs(self):
