@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from thermopilot.host._tpcore import ffi, lib
-from thermopilot.host.control import MPC, PID
+from thermopilot.host.control.mpc import MPC
+from thermopilot.host.control.pid import PID
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -65,14 +66,15 @@ def _tpcore_stand_in():
 @pytest.fixture()
 def firmware():
     saved = {
-        k: sys.modules.get(k) for k in ("tpcore", "micropython", "tpfw", "tpfw.pid", "tpfw.mpc")
+        k: sys.modules.get(k)
+        for k in ("tpcore", "micropython", "tpfw", "tpfw.pid", "tpfw.mpc", "tpfw.mpc_blob")
     }
     stub = types.ModuleType("micropython")
     stub.const = lambda x: x
     stub.native = stub.viper = lambda f: f
     sys.modules["micropython"] = stub
     sys.modules["tpcore"] = _tpcore_stand_in()
-    for k in ("tpfw", "tpfw.pid", "tpfw.mpc"):
+    for k in ("tpfw", "tpfw.pid", "tpfw.mpc", "tpfw.mpc_blob"):
         sys.modules.pop(k, None)
     sys.path.insert(0, str(ROOT / "firmware"))
     try:
@@ -126,10 +128,12 @@ def test_native_mpc_glue_matches_host_mpc(firmware):
     _, mpc_mod = firmware
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
-        from bench_control import heat_pump_problem
+        import control_problems as cp
     finally:
         sys.path.pop(0)
-    blob, (x0, u_prev, d, x_ref, u_ref) = heat_pump_problem(water_k=1.0)
+    model = cp.heat_pump()
+    blob = cp.blob_for(model)
+    x0, u_prev, d, x_ref, u_ref = cp.scenario(model)
     fw = mpc_mod.MPC(blob)
     host = MPC(blob)
     u = u_prev
