@@ -152,3 +152,65 @@ def exact_first_move(blob, x, u_prev, d=None, x_ref=None, u_ref=None):
     status, z = solve_exact(P, q, A, lo, hi)
     nu = layout["nu"]
     return status, np.asarray(u_prev, dtype=float) + z[layout["v"]][:nu]
+
+
+def blocked_exact_first_move(blob, x, u_prev, d=None, x_ref=None, u_ref=None):
+    """(status, u0) of the exact optimum of the move-blocked condensed QP that the
+    MicroPython firmware solves (thermopilot.host.control.design.blocked_qp), with the
+    soft output limits as slack variables (hard where w_lin >= 1e30)."""
+    from thermopilot.host.control.design import blocked_qp
+
+    m = blob if isinstance(blob, dict) else mpc_blob.unpack(blob)
+    nx, nu, nd, nb = m["nx"], m["nu"], m["nd"], m["nb"]
+    nv = nb * nu
+    theta = np.concatenate(
+        [_vec(x, nx), _vec(u_prev, nu), _vec(d, nd), _vec(x_ref, nx), _vec(u_ref, nu)]
+    )
+    lengths = [int(round(v)) for v in m["fb_len"]]
+    H, F, Gy, Phi = blocked_qp(
+        m["A"], m["B"], m["E"], m["C"], m["Q"], m["R"], m["S"], m["PN"], lengths
+    )
+    q = F @ theta
+    yoff = Phi @ theta
+    y_lo = np.tile(m["y_min"], nb)
+    y_hi = np.tile(m["y_max"], nb)
+    w_lin = np.tile(m["w_lin"], nb)
+    w_quad = np.tile(m["w_quad"], nb)
+    limited = (y_lo > -_HARD) | (y_hi < _HARD)
+    soft = limited & (w_lin < _HARD)
+    hard = limited & ~soft
+    ns = int(soft.sum())
+    nz = nv + ns
+    P = np.zeros((nz, nz))
+    P[:nv, :nv] = H
+    P[nv:, nv:] = np.diag(w_quad[soft])
+    qq = np.concatenate([q, w_lin[soft]])
+    D = np.eye(nv) - np.eye(nv, k=-nu)
+    mlo = np.tile(m["du_min"], nb)
+    mhi = np.tile(m["du_max"], nb)
+    mlo[:nu] += u_prev
+    mhi[:nu] += u_prev
+    rows = [np.hstack([np.eye(nv), np.zeros((nv, ns))]), np.hstack([D, np.zeros((nv, ns))])]
+    lo = [np.tile(m["u_min"], nb), mlo]
+    hi = [np.tile(m["u_max"], nb), mhi]
+    if hard.any():
+        rows.append(np.hstack([Gy[hard], np.zeros((int(hard.sum()), ns))]))
+        lo.append(y_lo[hard] - yoff[hard])
+        hi.append(y_hi[hard] - yoff[hard])
+    if ns:
+        Is = np.eye(ns)
+        rows += [
+            np.hstack([Gy[soft], -Is]),
+            np.hstack([Gy[soft], Is]),
+            np.hstack([0 * Gy[soft], Is]),
+        ]
+        lo += [np.full(ns, -np.inf), y_lo[soft] - yoff[soft], np.zeros(ns)]
+        hi += [y_hi[soft] - yoff[soft], np.full(ns, np.inf), np.full(ns, np.inf)]
+    lo = np.concatenate(lo)
+    hi = np.concatenate(hi)
+    lo[lo <= -_HARD] = -np.inf
+    hi[hi >= _HARD] = np.inf
+    keep = np.isfinite(lo) | np.isfinite(hi)
+    A = sparse.csc_matrix(np.vstack(rows)[keep])
+    status, z = solve_exact(sparse.csc_matrix(P), qq, A, lo[keep], hi[keep])
+    return status, z[:nu]

@@ -167,6 +167,8 @@ def test_precompute_accepts_a_good_model():
     args, kw = _ok_args()
     info = mpc_blob.unpack(mpc_precompute(*args, **kw))
     assert (info["nx"], info["nu"], info["nd"], info["ny"], info["n"]) == (2, 1, 0, 0, 10)
+    assert info["nb"] == 1 and list(info["fb_len"]) == [10]
+    info = mpc_blob.unpack(mpc_precompute(*args, blocks=3, **kw))
     assert info["nb"] == 3 and sum(info["fb_len"]) == 10 and info["fb_len"][0] == 1
 
 

@@ -6,11 +6,12 @@ The blob carries two formulations of the same controller:
   output limits) that the C core (``tpcore``, the host's cffi build) solves to high accuracy
   with a structured interior-point method;
 - a **move-blocked condensed QP** for boards without the C module: the input is held
-  constant over ``nb`` blocks of steps (the first block is one step long, so the move applied
-  now is free), the predictions are condensed into a dense QP in the ``nb * nu`` block
-  inputs, with the soft output limits checked at the end of each block. The host
-  precomputes its matrices, including the inverse that the board's ADMM iteration needs,
-  so that the board only does small dense products within a fixed iteration budget.
+  constant over ``nb`` blocks of steps (by default one block: a control horizon of one
+  move held over the whole prediction horizon), the predictions are condensed into a dense
+  QP in the ``nb * nu`` block inputs, with the soft output limits checked at the end of
+  each block. The host precomputes its matrices, including the inverse that the board's
+  ADMM iteration needs, so that the board only does small dense products within a fixed,
+  warm-started iteration budget.
 
 See :mod:`thermopilot.host.control.blob` for the layout.
 """
@@ -167,8 +168,8 @@ def mpc_precompute(
     terminal_cost="lqr",
     max_iter=60,
     tol=1e-5,
-    blocks=None,
-    fallback_iter=25,
+    blocks=1,
+    fallback_iter=10,
     fallback_rho=1.0,
     allow_unstable=False,
 ):
@@ -212,11 +213,15 @@ def mpc_precompute(
         Stopping tolerance of the C core: scaled primal and dual residuals and the
         complementarity below ``tol`` (> 0). The default 1e-5 is about as tight as float32
         allows and gives first moves within 1e-4 of the exact QP optimum in the benchmarks.
-    blocks : int or None
-        Move blocks of the MicroPython formulation (1 <= blocks <= horizon; default
-        min(3, horizon)).
+    blocks : int
+        Move blocks of the MicroPython formulation (1 <= blocks <= horizon). The default, 1,
+        is a control horizon of one move held over the prediction horizon: the smallest
+        QP (nu variables), the one that fits a 10 Hz tick on a stock ESP32 or RP2040
+        (docs/benchmarks.md); more blocks plan better and cost about blocks^2 more.
     fallback_iter : int
-        ADMM iterations per step of the MicroPython formulation (1..1000).
+        ADMM iterations per step of the MicroPython formulation (1..1000), warm-started
+        from the previous step; the default 10 is the board's time budget, not convergence
+        (docs/benchmarks.md gives the resulting first-move error).
     fallback_rho : float
         ADMM penalty of the MicroPython formulation, relative to the cost curvature (> 0).
     allow_unstable : bool
@@ -340,7 +345,7 @@ def mpc_precompute(
             "one (R > 0)"
         )
 
-    lengths = block_lengths(n, min(3, n) if blocks is None else blocks)
+    lengths = block_lengths(n, blocks)
     nb = len(lengths)
     H, F, Gy, Phi = blocked_qp(A, B, E, C, Q, R, R_du, PN, lengths)
     # fallback ADMM penalties: rows scaled by the cost curvature along them
