@@ -17,9 +17,6 @@
 #ifndef TP_ACCEPT
 #define TP_ACCEPT 100.0f /* float32 breakdown: the best iterate counts if within this x tol */
 #endif
-#ifndef TP_WCAP
-#define TP_WCAP 1e30f /* no cap: the square-root Riccati stays definite */
-#endif
 #ifndef TP_LAM0
 #define TP_LAM0 0.1f /* first multipliers: this fraction of the cost gradient */
 #endif
@@ -377,36 +374,61 @@ static int factorise(tp_mpc_t *m)
     for (k = n - 1; k >= 0; k--) {
         tp_float *TP_RESTRICT Kk = &m->K[k * nu * nxa];
         tp_float *TP_RESTRICT Lk = &m->L[k * nu * nu];
-        const int32_t nzk = (k >= 1) ? nz : nu; /* stage 0 needs only the move block */
-        /* M = Lp' [Ba, Aa]; Ba = [B; I], Aa = [[A, B], [0, I]]; (Lp')[r][i] = Lp[i][r] */
+        const int32_t nzk = nz;
+        /* M = Lp' [Ba, Aa] with Ba = [B; I], Aa = [[A, B], [0, I]]: the input columns of
+         * Aa are those of Ba, so M = [MB, MX, MB] and M'M has repeated blocks.
+         * (Lp')[r][i] = Lp[i][r], zero for i < r. */
         for (r = 0; r < nxa; r++) {
-            for (c = 0; c < nzk; c++) {
-                tp_float s = 0.0f;
-                int32_t col = (c < nu) ? c : c - nu; /* column of Ba, or of Aa */
-                if (c < nu || col >= nx) {
-                    int32_t jb = (c < nu) ? c : col - nx; /* a column [B_j; e_j] */
-                    for (i = r; i < nx; i++) {
-                        s += Lp[i * nxa + r] * B[i * nu + jb];
-                    }
-                    if (nx + jb >= r) {
-                        s += Lp[(nx + jb) * nxa + r];
-                    }
-                } else {
-                    for (i = r; i < nx; i++) {
-                        s += Lp[i * nxa + r] * A[i * nx + col];
-                    }
+            for (c = 0; c < nu; c++) {
+                tp_float s = (nx + c >= r) ? Lp[(nx + c) * nxa + r] : 0.0f;
+                for (i = r; i < nx; i++) {
+                    s += Lp[i * nxa + r] * B[i * nu + c];
                 }
                 M[r * nz + c] = s;
             }
+            for (c = 0; c < nx; c++) {
+                tp_float s = 0.0f;
+                for (i = r; i < nx; i++) {
+                    s += Lp[i * nxa + r] * A[i * nx + c];
+                }
+                M[r * nz + nu + c] = s;
+            }
         }
-        /* Z = M'M + blkdiag(S + W_v, Qa + G' W G) (lower triangle) */
-        for (r = 0; r < nzk; r++) {
+        /* Z = M'M (lower triangle): MB'MB, MX'MB, MX'MX, then the repeats */
+        for (r = 0; r < nu; r++) {
             for (c = 0; c <= r; c++) {
                 tp_float s = 0.0f;
                 for (i = 0; i < nxa; i++) {
                     s += M[i * nz + r] * M[i * nz + c];
                 }
                 Z[r * nz + c] = s;
+            }
+        }
+        {
+            for (r = 0; r < nx; r++) {
+                for (c = 0; c < nu; c++) {
+                    tp_float s = 0.0f;
+                    for (i = 0; i < nxa; i++) {
+                        s += M[i * nz + nu + r] * M[i * nz + c];
+                    }
+                    Z[(nu + r) * nz + c] = s;                /* MX'MB */
+                    Z[(nu + nx + c) * nz + nu + r] = s;      /* MB'MX */
+                }
+                for (c = 0; c <= r; c++) {
+                    tp_float s = 0.0f;
+                    for (i = 0; i < nxa; i++) {
+                        s += M[i * nz + nu + r] * M[i * nz + nu + c];
+                    }
+                    Z[(nu + r) * nz + nu + c] = s;
+                }
+            }
+            for (r = 0; r < nu; r++) {
+                for (c = 0; c < nu; c++) {
+                    Z[(nu + nx + r) * nz + c] = Z[(r >= c) ? r * nz + c : c * nz + r];
+                }
+                for (c = 0; c <= r; c++) {
+                    Z[(nu + nx + r) * nz + nu + nx + c] = Z[r * nz + c];
+                }
             }
         }
         for (i = 0; i < nu; i++) {
@@ -454,41 +476,6 @@ static int factorise(tp_mpc_t *m)
                 Lk[i * nu + j] = (j <= i) ? Lz[i * nzk + j] : 0.0f;
             }
         }
-        if (k == 0) {
-            /* K_0 = Quu^-1 Qux with Qux = Ba' P Aa = M_B' M_A */
-            for (j = 0; j < nxa; j++) {
-                tp_float col[TP_MPC_NU_MAX];
-                for (i = 0; i < nu; i++) {
-                    tp_float s = 0.0f;
-                    int32_t cc;
-                    int32_t jj = (j < nx) ? j : j - nx;
-                    for (r = 0; r < nxa; r++) {
-                        tp_float mA = 0.0f;
-                        int32_t ii;
-                        if (j < nx) {
-                            for (ii = r; ii < nx; ii++) {
-                                mA += Lp[ii * nxa + r] * A[ii * nx + jj];
-                            }
-                        } else {
-                            for (ii = r; ii < nx; ii++) {
-                                mA += Lp[ii * nxa + r] * B[ii * nu + jj];
-                            }
-                            if (nx + jj >= r) {
-                                mA += Lp[(nx + jj) * nxa + r];
-                            }
-                        }
-                        s += M[r * nz + i] * mA;
-                    }
-                    cc = i;
-                    col[cc] = s;
-                }
-                chol_solve(Lk, col, nu);
-                for (i = 0; i < nu; i++) {
-                    Kk[i * nxa + j] = col[i];
-                }
-            }
-            break;
-        }
         /* K = Luu^-T Lxu^T (Qux = Luu Lxu'), by back substitution per column */
         for (j = 0; j < nxa; j++) {
             for (i = nu - 1; i >= 0; i--) {
@@ -498,6 +485,9 @@ static int factorise(tp_mpc_t *m)
                 }
                 Kk[i * nxa + j] = s / Lk[i * nu + i];
             }
+        }
+        if (k == 0) {
+            break;
         }
         /* the next P's factor: the trailing block */
         for (i = 0; i < nxa; i++) {
@@ -718,14 +708,12 @@ static tp_float row_step(tp_mpc_t *m, int mode, tp_float alpha, int corr, tp_flo
 
 /* cost gradient at the iterate (m->gx), the weights of the Newton system (m->w, m->m12,
  * m->m22), and the residuals; returns the number of one-sided constraints */
-static int32_t prepare(tp_mpc_t *m, tp_float *rp, tp_float *rd, tp_float *mu, tp_float *hmax,
-                       tp_float *gmax, tp_float *lmax, tp_float *comp)
+static int32_t prepare(tp_mpc_t *m, tp_float *rp, tp_float *mu, tp_float *hmax, tp_float *gmax,
+                       tp_float *comp)
 {
     const int32_t nx = m->nx, nu = m->nu, ny = m->ny, nxa = m->nxa, n = m->n;
     const int32_t nr = 2 * nu + ny;
-    const tp_float *B = m->B, *A = m->A;
-    tp_float nuv[TP_MPC_NXA_MAX], nn[TP_MPC_NXA_MAX], lam[TP_MPC_NR_MAX];
-    tp_float gap = 0.0f, cmax = 0.0f, rpm = 0.0f, rdm = 0.0f, hm = 1.0f, gm = 1.0f, lm = 0.0f;
+    tp_float gap = 0.0f, cmax = 0.0f, rpm = 0.0f, hm = 1.0f, gm = 1.0f;
     int32_t count = 0, i, j, k, ia;
 
     row_values(m, m->x, m->v, m->hv);
@@ -790,8 +778,6 @@ static int32_t prepare(tp_mpc_t *m, tp_float *rp, tp_float *rd, tp_float *mu, tp
                 hm = maxf(hm, absf(hi));
                 count++;
             }
-            wl = minf(wl, m->wcap);
-            wh = minf(wh, m->wcap);
             if (kind & ROW_SOFT) {
                 tp_float m11 = wl + wh, m12 = wl - wh;
                 tp_float m22 = m11 + m->ls[o] / sv + m->w_quad[r - nu];
@@ -803,6 +789,25 @@ static int32_t prepare(tp_mpc_t *m, tp_float *rp, tp_float *rd, tp_float *mu, tp
             }
         }
     }
+    *rp = rpm;
+    *mu = count ? gap / (tp_float)count : 0.0f;
+    *hmax = hm;
+    *gmax = gm;
+    *comp = cmax;
+    return count;
+}
+
+/* reduced dual residual: the Lagrangian's gradient with the dynamics eliminated (one
+ * backward pass), and the size of the terms it sums (for its scale) */
+static void dual_residual(tp_mpc_t *m, tp_float *rd, tp_float *lmax)
+{
+    const int32_t nx = m->nx, nu = m->nu, ny = m->ny, nxa = m->nxa, n = m->n;
+    const int32_t nr = 2 * nu + ny;
+    const tp_float *B = m->B, *A = m->A;
+    tp_float nuv[TP_MPC_NXA_MAX], nn[TP_MPC_NXA_MAX], lam[TP_MPC_NR_MAX];
+    tp_float rdm = 0.0f, lm = 0.0f;
+    int32_t i, j, k, ia;
+
     /* reduced dual residual: the Lagrangian's gradient with the dynamics eliminated */
     for (i = 0; i < nr; i++) {
         lam[i] = 0.0f;
@@ -869,14 +874,8 @@ static int32_t prepare(tp_mpc_t *m, tp_float *rp, tp_float *rd, tp_float *mu, tp
             nuv[i] = nn[i];
         }
     }
-    *rp = rpm;
     *rd = rdm;
-    *mu = count ? gap / (tp_float)count : 0.0f;
-    *hmax = hm;
-    *gmax = gm;
     *lmax = lm;
-    *comp = cmax;
-    return count;
 }
 
 /* initial slacks and multipliers around the current primal point */
@@ -1030,50 +1029,45 @@ tp_mpc_status_t tp_mpc_solve(tp_mpc_t *m, const tp_float *x0, const tp_float *u_
         }
     }
     setup_rows(m);
-    {
-        /* barrier weights beyond this make the float32 Riccati recursion lose definiteness;
-         * a capped weight leaves a slightly inexact Newton step, corrected next iteration */
-        tp_float sc = 1.0f;
-        for (i = 0; i < nxa * nxa; i++) {
-            sc = maxf(sc, absf(m->PN[i]));
-        }
-        m->wcap = TP_WCAP * sc;
-    }
     rollout(m);
     row_values(m, m->x, m->v, m->hv);
     {
         /* multipliers start at the size of the cost gradient: a well-scaled first point */
-        tp_float rp, rd, mu, hmax, gmax, lmax, comp;
+        tp_float rp, mu, hmax, gmax, comp;
         init_slacks(m, 1.0f);
-        (void)prepare(m, &rp, &rd, &mu, &hmax, &gmax, &lmax, &comp);
+        (void)prepare(m, &rp, &mu, &hmax, &gmax, &comp);
         init_slacks(m, TP_LAM0 * gmax);
     }
 
     m->iterations = 0;
     step = TP_BIG;
     for (it = 0;; it++) {
-        tp_float rp, rd, mu, hmax, gmax, lmax, comp, alpha, mu_aff, sigma;
-        int32_t count = prepare(m, &rp, &rd, &mu, &hmax, &gmax, &lmax, &comp);
+        tp_float rp, rd = TP_BIG, mu, hmax, gmax, lmax = 0.0f, comp, alpha, mu_aff, sigma;
+        int32_t count = prepare(m, &rp, &mu, &hmax, &gmax, &comp);
         m->res_primal = rp;
-        m->res_dual = rd;
         m->mu = comp;
         m->iterations = it;
-        if (!TP_ISFINITE(rp) || !TP_ISFINITE(rd) || !TP_ISFINITE(mu)) {
+        if (!TP_ISFINITE(rp) || !TP_ISFINITE(mu)) {
             tp_mpc_reset(m);
             return finish(m, u_prev, TP_MPC_NUMERIC);
         }
         /* progress measure: each residual over its tolerance (<= 1 everywhere: converged).
-         * The dual residual counts as met once the iterate stops moving: in float32 the
-         * dual residual of a long horizon can stall above tol while the plan is exact. */
+         * The dual residual (a backward pass) is computed only near convergence, and
+         * counts as met once the iterate stops moving: in float32 the dual residual of a
+         * long horizon can stall above tol while the plan is exact. */
         {
-            tp_float mp = rp / (m->tol * hmax);
-            tp_float mc = comp / (TP_MU_TOL * m->tol * maxf(gmax, lmax));
-            tp_float md = rd / (m->tol * maxf(gmax, lmax));
-            if (step <= m->tol * (1.0f + vmax)) {
-                md = minf(md, 1.0f);
+            tp_float mp = rp / (m->tol * hmax), mc, md = TP_BIG;
+            if (mp <= TP_ACCEPT) {
+                dual_residual(m, &rd, &lmax);
+                md = rd / (m->tol * maxf(gmax, lmax));
+                if (step <= m->tol * (1.0f + vmax)) {
+                    md = minf(md, 1.0f);
+                }
             }
+            mc = comp / (TP_MU_TOL * m->tol * maxf(gmax, lmax));
             merit = maxf(mp, maxf(mc, md));
         }
+        m->res_dual = rd;
         if (merit < best) {
             best = merit;
             for (i = 0; i < n * nu; i++) {
@@ -1118,10 +1112,12 @@ tp_mpc_status_t tp_mpc_solve(tp_mpc_t *m, const tp_float *x0, const tp_float *u_
             m->x[i] += alpha * m->dx[i];
         }
     }
-    for (i = 0; i < n * nu; i++) {
-        m->v[i] = m->vbest[i];
+    if (best < TP_BIG) {
+        for (i = 0; i < n * nu; i++) {
+            m->v[i] = m->vbest[i];
+        }
+        rollout(m);
     }
-    rollout(m);
     m->warm = 1;
     return finish(m, u_prev, best <= TP_ACCEPT ? TP_MPC_SOLVED : TP_MPC_MAX_ITER);
 }

@@ -96,7 +96,6 @@ typedef struct {
     tp_float lo[TP_MPC_NR_MAX], hi[TP_MPC_NR_MAX]; /* limits of the rows of a stage */
     int8_t kind[TP_MPC_NR_MAX], act[TP_MPC_NR_MAX]; /* row kinds; the rows with limits */
     int32_t nact;
-    tp_float wcap; /* largest barrier weight used in the factorisation */
     tp_float c[TP_MPC_NXA_MAX];                        /* [E d; 0] */
     tp_float xr[TP_MPC_NXA_MAX];                       /* [x_ref; u_ref] */
     /* results of the last solve */
