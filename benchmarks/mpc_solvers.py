@@ -124,8 +124,9 @@ class OSQPSolver:
             parts = np.split(th, np.cumsum(sizes)[:-1])
             _, q1, _, l1, u1, _ = mpc_qp(blob, *parts)
             cols_q.append(q1 - q)
-            cols_l.append(np.where(np.isfinite(l1), l1 - lo, 0.0))
-            cols_u.append(np.where(np.isfinite(u1), u1 - hi, 0.0))
+            with np.errstate(invalid="ignore"):  # inf - inf on rows without that limit
+                cols_l.append(np.where(np.isfinite(l1), l1 - lo, 0.0))
+                cols_u.append(np.where(np.isfinite(u1), u1 - hi, 0.0))
         self.th0 = th0
         self.Jq, self.Jl, self.Ju = (np.array(c).T for c in (cols_q, cols_l, cols_u))
         self.solver = osqp.OSQP()

@@ -82,20 +82,21 @@ static tp_float clampf(tp_float x, tp_float lo, tp_float hi)
     return x < lo ? lo : (x > hi ? hi : x);
 }
 
-/* square root without libm (x > 0): a first guess from the exponent bits, then Newton */
-static tp_float sqrtf_(tp_float x)
+/* 1 / sqrt(x) without libm or a division (x > 0): a first guess from the exponent bits,
+ * then Newton's iteration r <- r (3 - x r^2) / 2, which doubles the correct digits */
+static tp_float rsqrtf_(tp_float x)
 {
     union {
         float f;
         uint32_t u;
     } g;
-    tp_float r;
+    tp_float r, h = 0.5f * x;
     g.f = x;
-    g.u = (g.u >> 1) + 0x1FC00000u;
+    g.u = 0x5F3759DFu - (g.u >> 1);
     r = g.f;
-    r = 0.5f * (r + x / r);
-    r = 0.5f * (r + x / r);
-    r = 0.5f * (r + x / r);
+    r = r * (1.5f - h * r * r);
+    r = r * (1.5f - h * r * r);
+    r = r * (1.5f - h * r * r);
     return r;
 }
 
@@ -263,7 +264,7 @@ static void add_gt(const tp_mpc_t *m, const tp_float *coef, tp_float *out)
 
 /* ------------------------------------------------------------------------- Riccati */
 
-/* solve (L L') x = b in place */
+/* solve (L L') x = b in place; l holds L below the diagonal and 1 / L_ii on it */
 static void chol_solve(const tp_float *l, tp_float *b, int32_t nu)
 {
     int32_t i, k;
@@ -272,14 +273,14 @@ static void chol_solve(const tp_float *l, tp_float *b, int32_t nu)
         for (k = 0; k < i; k++) {
             s -= l[i * nu + k] * b[k];
         }
-        b[i] = s / l[i * nu + i];
+        b[i] = s * l[i * nu + i];
     }
     for (i = nu - 1; i >= 0; i--) {
         tp_float s = b[i];
         for (k = i + 1; k < nu; k++) {
             s -= l[k * nu + i] * b[k];
         }
-        b[i] = s / l[i * nu + i];
+        b[i] = s * l[i * nu + i];
     }
 }
 
@@ -310,7 +311,8 @@ static void add_gtwg(const tp_mpc_t *m, const tp_float *wk, tp_float *P)
  * Columns [0, strict) must have positive pivots (else 0 is returned); later columns may
  * be semidefinite: a pivot below `tiny` gives a zero column (P may be singular where the
  * cost has no weight). */
-static int chol_psd(const tp_float *z, tp_float *l, int32_t n, int32_t strict, tp_float tiny)
+static int chol_psd(const tp_float *z, tp_float *l, tp_float *rinv, int32_t n, int32_t strict,
+                    tp_float tiny)
 {
     int32_t i, j, k;
     for (j = 0; j < n; j++) {
@@ -328,16 +330,20 @@ static int chol_psd(const tp_float *z, tp_float *l, int32_t n, int32_t strict, t
             for (i = j; i < n; i++) {
                 l[i * n + j] = 0.0f;
             }
+            rinv[j] = 0.0f;
             continue;
         }
-        d = sqrtf_(d);
-        l[j * n + j] = d;
-        for (i = j + 1; i < n; i++) {
-            tp_float s = z[i * n + j];
-            for (k = 0; k < j; k++) {
-                s -= l[i * n + k] * l[j * n + k];
+        {
+            tp_float r = rsqrtf_(d); /* no division in the factorisation */
+            rinv[j] = r;
+            l[j * n + j] = d * r;
+            for (i = j + 1; i < n; i++) {
+                tp_float s = z[i * n + j];
+                for (k = 0; k < j; k++) {
+                    s -= l[i * n + k] * l[j * n + k];
+                }
+                l[i * n + j] = s * r;
             }
-            l[i * n + j] = s / d;
         }
     }
     return 1;
@@ -359,7 +365,7 @@ static int factorise(tp_mpc_t *m)
     tp_float M[TP_MPC_NXA_MAX * (TP_MPC_NU_MAX + TP_MPC_NXA_MAX)];
     tp_float Z[(TP_MPC_NU_MAX + TP_MPC_NXA_MAX) * (TP_MPC_NU_MAX + TP_MPC_NXA_MAX)];
     tp_float Lz[(TP_MPC_NU_MAX + TP_MPC_NXA_MAX) * (TP_MPC_NU_MAX + TP_MPC_NXA_MAX)];
-    tp_float tiny = 0.0f;
+    tp_float tiny = 0.0f, rinv[TP_MPC_NU_MAX + TP_MPC_NXA_MAX];
     int32_t i, j, r, c, k;
 
     for (i = 0; i < nxa * nxa; i++) {
@@ -368,7 +374,7 @@ static int factorise(tp_mpc_t *m)
     }
     tiny = 1e-12f * (1.0f + tiny);
     add_gtwg(m, &m->w[(n - 1) * nr], Pt);
-    if (!chol_psd(Pt, Lp, nxa, 0, tiny)) {
+    if (!chol_psd(Pt, Lp, rinv, nxa, 0, tiny)) {
         return 0;
     }
     for (k = n - 1; k >= 0; k--) {
@@ -468,12 +474,12 @@ static int factorise(tp_mpc_t *m)
         for (i = 0; i < nzk * nzk; i++) {
             Z[i] = Lz[i];
         }
-        if (!chol_psd(Z, Lz, nzk, nu, tiny)) {
+        if (!chol_psd(Z, Lz, rinv, nzk, nu, tiny)) {
             return 0;
         }
         for (i = 0; i < nu; i++) {
             for (j = 0; j < nu; j++) {
-                Lk[i * nu + j] = (j <= i) ? Lz[i * nzk + j] : 0.0f;
+                Lk[i * nu + j] = (j < i) ? Lz[i * nzk + j] : ((j == i) ? rinv[i] : 0.0f);
             }
         }
         /* K = Luu^-T Lxu^T (Qux = Luu Lxu'), by back substitution per column */
@@ -483,7 +489,7 @@ static int factorise(tp_mpc_t *m)
                 for (r = i + 1; r < nu; r++) {
                     s -= Lk[r * nu + i] * Kk[r * nxa + j];
                 }
-                Kk[i * nxa + j] = s / Lk[i * nu + i];
+                Kk[i * nxa + j] = s * Lk[i * nu + i];
             }
         }
         if (k == 0) {

@@ -88,7 +88,7 @@ typedef struct {
     tp_float ps[TP_MPC_N_MAX * TP_MPC_NY_MAX];
     tp_float m12[TP_MPC_N_MAX * TP_MPC_NY_MAX], m22[TP_MPC_N_MAX * TP_MPC_NY_MAX];
     tp_float K[TP_MPC_N_MAX * TP_MPC_NU_MAX * TP_MPC_NXA_MAX];
-    tp_float L[TP_MPC_N_MAX * TP_MPC_NU_MAX * TP_MPC_NU_MAX]; /* Cholesky factor of Quu */
+    tp_float L[TP_MPC_N_MAX * TP_MPC_NU_MAX * TP_MPC_NU_MAX]; /* Cholesky of Quu, 1/diag */
     tp_float dx[(TP_MPC_N_MAX + 1) * TP_MPC_NXA_MAX];
     tp_float dv[TP_MPC_N_MAX * TP_MPC_NU_MAX];
     tp_float gx[(TP_MPC_N_MAX + 1) * TP_MPC_NXA_MAX]; /* cost gradient at the iterate */
