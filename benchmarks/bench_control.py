@@ -433,9 +433,9 @@ def compare_problem(model, opts):
     results = {}
     for _rep in range(opts.repeats):
         for label, (cases, exact, warm, osqp_cfg, tiny_tol, _, _) in runs.items():
-            make = factories(blob, model, osqp_cfg, tiny_tol)
             for key in ("c", "osqp", "tiny"):
                 for level in ("compiled", "public"):
+                    make = factories(blob, model, osqp_cfg, tiny_tol)  # fresh solvers
                     with ms.QuietStdout():
                         res = run(make[key], cases, exact, warm, level)
                     results.setdefault((label, key, level), []).append(stats(res))

@@ -135,6 +135,7 @@ class OSQPSolver:
             warm_starting=True, max_iter=max_iter, adaptive_rho_interval=25,
         )  # fmt: skip
         self._ext = self.solver._solver
+        self._rho0 = float(self.solver.settings.rho)
         self.nz, self.m = P.shape[0], A.shape[0]
         self._infty = self.solver.constant("OSQP_INFTY")
         self.nxa = self.info["nxa"]
@@ -147,7 +148,10 @@ class OSQPSolver:
         return q, lo, hi
 
     def reset(self):
+        """A cold start: zero iterates and OSQP's initial rho (its adaptive rho would
+        otherwise carry over from the previous problem)."""
         self.solver.warm_start(x=np.zeros(self.nz), y=np.zeros(self.m))
+        self._ext.update_rho(self._rho0)
 
     def prepare(self, args):
         return self.vectors(args)
