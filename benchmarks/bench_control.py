@@ -10,9 +10,9 @@ what each solver is given agree to 1e-9) and are compared at matched first-move 
   polishing) at which every first move of the run is within 1e-3 of the exact one,
   chosen separately for the closed-loop run and for the cold starts (in their favour);
 - closed loop: ``--steps`` steps of the plant driven by the exact MPC, so every solver sees
-  the same states; each solver warm-starts from its own previous step (the C core from its
-  plan shifted one step, OSQP and TinyMPC from their previous iterates: neither API can
-  shift them);
+  the same states; OSQP and TinyMPC warm-start from their previous iterates (neither API
+  can shift them), the C core starts every step from the held input (its interior-point
+  method gains nothing from a warm start);
 - cold starts: ``--cold`` random feasible problems, every solver reset before each;
 - time per step at two levels (each solver's compiled call, and its public Python API),
   ``--repeats`` times; median, p99 and max per repeat, iterations, budget hits (steps that

@@ -1,4 +1,4 @@
-"""The C MPC core (cffi): first move against the exact QP optimum, statuses, warm start,
+"""The C MPC core (cffi): first move against the exact QP optimum, statuses, closed loop,
 blob and argument checks.
 
 Stated accuracy (docs/benchmarks.md): with the shipped defaults (tol 1e-5, max_iter 60) the
@@ -74,7 +74,7 @@ def test_c_matches_the_exact_qp(args, steps):
     info = mpc_blob.unpack(blob)
     A, B, E = info["A"], info["B"], info["E"]
     x = x0
-    for _ in range(steps):  # several steps exercise the warm start too
+    for _ in range(steps):  # several steps: the core keeps nothing from one to the next
         u_c = mpc.step(x, u_prev, d, x_ref, u_ref)
         status, u_ex = exact_first_move(blob, x, u_prev, d, x_ref, u_ref)
         assert status == "Solved", status

@@ -1021,18 +1021,11 @@ tp_mpc_status_t tp_mpc_solve(tp_mpc_t *m, const tp_float *x0, const tp_float *u_
     for (i = 0; i < nu; i++) {
         m->x[nx + i] = u_prev[i];
     }
-    /* primal start: the previous plan shifted one step (warm), or hold the inputs */
-    if (m->warm) {
-        for (i = 0; i < (n - 1) * nu; i++) {
-            m->v[i] = m->v[i + nu];
-        }
-        for (i = (n - 1) * nu; i < n * nu; i++) {
-            m->v[i] = 0.0f;
-        }
-    } else {
-        for (i = 0; i < n * nu; i++) {
-            m->v[i] = 0.0f;
-        }
+    /* primal start: hold the inputs. Starting from the previous plan shifted one step
+     * saved no iterations on average (an interior-point method restarts its slacks anyway)
+     * and sent some ill-conditioned steps astray, so every solve starts the same way. */
+    for (i = 0; i < n * nu; i++) {
+        m->v[i] = 0.0f;
     }
     setup_rows(m);
     rollout(m);

@@ -18,9 +18,10 @@
  * Newton system by a Riccati recursion over the horizon (O(N (nx + nu)^3), the structure of
  * Aa and Ba exploited) and solves it twice (predictor, corrector). Soft-limit slacks are
  * eliminated row by row. Iterations stop when the scaled primal residual, the scaled
- * reduced dual residual and the complementarity are all below `tol`; 12-25 iterations
- * from a cold start are typical, and a warm start (the previous plan shifted one step)
- * gives the first primal point. Everything runs in the caller's tp_mpc_t.
+ * reduced dual residual and the complementarity are all below `tol`; 7-13 iterations
+ * are typical and 26 the most seen in the benchmarks (docs/benchmarks.md). Every solve
+ * starts from the held input (no warm start: it saved no iterations on average).
+ * Everything runs in the caller's tp_mpc_t.
  *
  * The model comes from the host as one versioned blob (layout: tp_mpc_blob.h, generated).
  */
@@ -103,7 +104,7 @@ typedef struct {
     tp_float res_primal, res_dual, mu;
     int32_t iterations;
     int32_t status;
-    int32_t warm; /* != 0: the next solve starts from the previous plan, shifted one step */
+    int32_t warm; /* != 0 after a solve; kept for the API (every solve starts cold) */
 } tp_mpc_t;
 
 /* CRC-32 (IEEE 802.3, as zlib.crc32) */

@@ -79,7 +79,8 @@ class MPC:
         self._zero_d = np.zeros(self.nd)
 
     def reset(self):
-        """Forget the warm start: the next step starts cold."""
+        """Clear the state kept between steps (the C core starts every step from the held
+        input, so the result does not change; kept for the firmware's API)."""
         lib.tp_mpc_reset(self._m)
 
     @property
