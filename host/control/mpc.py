@@ -153,7 +153,8 @@ class MPC:
 
     @property
     def residuals(self):
-        """(primal, dual) max-norm residuals of the last step (unscaled)."""
+        """(primal, dual) max-norm residuals of the last step (unscaled). The dual residual
+        costs a backward pass and is computed only near convergence (1e29 before)."""
         return float(self._m.res_primal), float(self._m.res_dual)
 
     def predicted(self):
