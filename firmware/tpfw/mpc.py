@@ -316,7 +316,7 @@ class MPCPy:
 
 # tp_mpc_blob_status_t (firmware/native/tp_mpc.h), index = code
 _BLOB_ERRORS = ("ok", "bad length", "bad magic", "bad version", "bad dimensions", "bad CRC",
-                "model not [[A, B], [0, I]], [B; I]")  # fmt: skip
+                "non-finite values or settings out of range")  # fmt: skip
 
 
 class MPCNative:
