@@ -204,9 +204,16 @@ class Session:
                     self._cond.wait(left)
         self.host_stats["timeouts"] += 1
         raise LinkTimeout(
-            "no answer to %s from %s after %d tries; is ThermoPilot firmware running there? "
-            "(thermopilot deploy --port %s installs it)"
-            % (name, self.port, self.retries + 1, self.port)
+            "no answer to %s from %s after %d %s; is ThermoPilot running there? Install it "
+            "with thermopilot deploy --port %s --board BOARD (thermopilot deploy -h lists the "
+            "boards), or reset the board (thermopilot vboard reset for a virtual board)"
+            % (
+                name,
+                self.port,
+                self.retries + 1,
+                "try" if self.retries == 0 else "tries",
+                self.port,
+            )
         )
 
     # -- operations -------------------------------------------------------------------------
@@ -222,7 +229,7 @@ class Session:
             raise SchemaMismatch(
                 "board %s runs firmware %s with protocol v%d, schema %08x; this host speaks "
                 "protocol v%d, schema %08x (thermopilot %s). Deploy the matching firmware: "
-                "thermopilot deploy --port %s"
+                "thermopilot deploy --port %s --board %s"
                 % (
                     _text(ident.board),
                     _text(ident.fw_version),
@@ -232,6 +239,7 @@ class Session:
                     schema.SCHEMA_HASH,
                     _host_version(),
                     self.port,
+                    _text(ident.board),
                 )
             )
         return ident

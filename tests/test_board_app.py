@@ -420,6 +420,7 @@ def test_fault_commands_list_and_reset_from_the_cli(board, session):
     res = cli("fault", "reset")
     assert res.returncode == 0 and "cleared: sensor_open" in res.stdout
     assert "no fault latched" in cli("fault", "list").stdout
+    session.request("PARAM_DEFAULTS", flags=0)
 
 
 def test_garbage_is_collected_between_ticks_and_the_heap_low_point_is_reported(session):

@@ -1,9 +1,10 @@
 """The board keeps controlling while its serial input is garbage (hil/scenarios/
 battery_link_noise.toml: random bytes written into the link for 30 s of a lockstep run)."""
 
+import numpy as np
 import pytest
 
-from thermopilot.hil import report, resources, rig, scenario
+from thermopilot.hil import resources, rig, scenario
 from thermopilot.hil.vboard import VirtualBoard
 from thermopilot.protocol.link import Session
 
@@ -16,7 +17,6 @@ def result():
         # a HIL frame in about a millisecond
         with Session(vb.port, timeout_s=0.05, retries=5) as s:
             res = rig.run(sc, session=s)
-    report.evaluate(res)
     return res
 
 
@@ -38,7 +38,7 @@ def test_loop_meets_its_criteria_through_the_noise(result):
     assert not failed, failed
     assert {v["criterion"] for v in result.verdicts} == {
         "settles",
-        "measurement_between",
+        "between",
         "no_fault",
     }
 
@@ -47,6 +47,9 @@ def test_board_ticked_every_step(result):
     # lockstep: one tick per HIL frame, none lost to the noise and none run twice
     rows = result.rows
     assert len(rows) == int(round(result.scenario["duration_s"] * 10)) + 1
-    noisy = [r for r in rows if 100.0 <= r["t_s"] < 130.0]
-    outs = [r["outputs"][0] for r in noisy]
-    assert len(set(outs)) > 10  # the pump command kept moving while the noise was on
+    t = rows.t
+    noisy = (t >= 100.0) & (t < 130.0)
+    outs = rows["out.0"][noisy]
+    assert len(set(outs.tolist())) > 10  # the pump command kept moving while the noise was on
+    # the board's telemetry of the loop arrived every tick, noise or not
+    assert not np.isnan(rows["loop.cool.measurement"][1:]).any()

@@ -42,7 +42,7 @@ def test_sensor_fault_ends_in_safe_state_and_is_reported(tmp_path):
     assert latched == ["sensor_open"]
     with open(tmp_path / "battery_sensor_fault" / "rows.csv") as f:
         last = list(csv.DictReader(f))[-1]
-    assert float(last["out0"]) == 1.0  # pump at its safe value
+    assert float(last["out.0"]) == 1.0  # pump at its safe value
     assert int(last["faults"]) & 1  # sensor_open still latched: only an explicit reset clears it
 
 
@@ -63,8 +63,8 @@ def test_unmeetable_criterion_exits_non_zero(tmp_path):
     [
         ("name = 'x'\nduration_s = [", "is not valid TOML"),
         ("name = 'x'\nduration_s = 10\nbogus = 1", "unknown key(s) bogus"),
-        ("name = 'x'\nduration_s = 'long'", "'duration_s' = 'long' is not a number"),
-        ("name = 'x'\nduration_s = -5", "duration_s = -5 must be > 0"),
+        ("name = 'x'\nduration_s = 'long'", "duration_s = 'long'; expected a number"),
+        ("name = 'x'\nduration_s = -5", "duration_s = -5 out of range; expected a number > 0"),
     ],
 )
 def test_malformed_scenario_is_one_line_error(tmp_path, text, expected):
@@ -102,13 +102,19 @@ def test_superheat_loop_on_the_r290_heat_pump(tmp_path):
     res, summary = hil_run("heatpump_superheat", tmp_path)
     assert res.returncode == 0, res.stdout + res.stderr
     header = (tmp_path / "heatpump_superheat" / "rows.csv").read_text().splitlines()[0]
-    assert header.startswith("t_s,setpoint_k,measurement_k")  # a difference: K, not degC
+    cols = header.split(",")
+    # every plant output, every loop's telemetry, what the board got and commanded
+    for c in ("t_s", "plant.superheat_k", "plant.liquid_at_compressor", "loop.sh.setpoint"):
+        assert c in cols
+    assert {"out.0", "sensed.0", "input.valve_steps_cmd", "faults"} <= set(cols)
 
 
 def test_chip_cooler_under_a_stored_gpu_power_trace(tmp_path):
     res, summary = hil_run("chip_gpu_trace", tmp_path)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert len(summary["criteria"]) == 4 and summary["passed"]
+    assert len(summary["criteria"]) == 5 and summary["passed"]
+    # energy of every plant power output in the summary
+    assert summary["energy_j"]["pump_power_w"] > 0
 
 
 def test_stored_profile_with_unknown_column_is_refused(tmp_path):

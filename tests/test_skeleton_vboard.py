@@ -13,6 +13,7 @@ import pytest
 from thermopilot.hil.vboard import VirtualBoard
 
 THERMOPILOT = [sys.executable, "-m", "thermopilot.host.cli"]
+ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,7 @@ def test_monitor_logs_csv(vboard, tmp_path):
 def test_param_out_of_range_names_the_range(vboard):
     res = run_cli("param", "set", "cool.kp", "500", "--port", vboard.port)
     assert res.returncode == 2
-    assert "out of range" in res.stderr and "[0, 100]" in res.stderr
+    assert "out of range" in res.stderr and "allowed 0 .. 100" in res.stderr
     assert "Traceback" not in res.stderr
     res = run_cli("param", "set", "cool.kp", "0.2", "--port", vboard.port)
     assert res.returncode == 0 and "cool.kp = 0.2" in res.stdout
@@ -69,9 +70,15 @@ def test_vm_heap_is_no_larger_than_an_esp32(vboard):
     assert "heapsize=160K" in " ".join(out)
 
 
-def test_vboard_command_prints_port_and_stops_cleanly_on_ctrl_c():
+def test_vboard_command_prints_port_and_stops_cleanly_on_ctrl_c(tmp_path):
+    # its filesystem goes under this cache, not the user's
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path))
     proc = subprocess.Popen(
-        THERMOPILOT + ["vboard"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        THERMOPILOT + ["vboard"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     try:
         proc.stdout.readline()
@@ -147,25 +154,85 @@ def test_deploy_takes_the_console_back_from_the_running_app(tmp_path):
         # compiled for the board's architecture; a stale source that would shadow it is gone
         assert (tmp_path / "lib" / "tpfw" / "pid.mpy").read_bytes()[:1] == b"M"
         assert not (tmp_path / "lib" / "tpfw" / "pid.py").exists()
-        vb.run_app()  # what a reset does on a real board
+        # deploy reset the board (the VM restarted) and waited for it to answer
+        assert "answering on %s" % vb.port in res.stdout
         assert run_cli("info", "--port", vb.port).returncode == 0
 
 
 def test_flash_commands_for_real_boards(tmp_path):
+    # (tests/test_cli_flash.py has the image checks and the esptool path)
     fw = tmp_path / "ESP32_GENERIC.bin"
-    fw.write_bytes(b"\xe9" + bytes(15))
-    res = run_cli("flash", "--board", "esp32_devkitc", "--firmware", str(fw), "--port",
-                  "/dev/ttyUSB0", "--dry-run")  # fmt: skip
+    fw.write_bytes(b"\xe9" + bytes(23))
+    res = run_cli(
+        "flash",
+        "--board",
+        "esp32_devkitc",
+        "--firmware",
+        str(fw),
+        "--port",
+        "/dev/ttyUSB0",
+        "--dry-run",
+    )
     assert res.returncode == 0, res.stderr
     assert "esptool --chip esp32 --port /dev/ttyUSB0" in res.stdout
-    assert "write_flash -z 0x1000 " + str(fw) in res.stdout
-    uf2 = tmp_path / "RPI_PICO.uf2"
-    uf2.write_bytes(bytes(512))
-    res = run_cli("flash", "--board", "rpi_pico", "--firmware", str(uf2), "--drive",
-                  str(tmp_path / "RPI-RP2"))  # fmt: skip
-    assert res.returncode == 2 and "no UF2 drive at" in res.stderr  # not in BOOTSEL mode
+    assert "write-flash -z 0x1000 " in res.stdout
     res = run_cli("flash", "--board", "rpi_pico", "--firmware", str(tmp_path / "nope.uf2"))
     assert res.returncode == 2 and "does not exist" in res.stderr
+
+
+def test_machine_reset_restarts_the_vm_and_keeps_the_ports(tmp_path):
+    from thermopilot.protocol.link import Session
+
+    with VirtualBoard(ports=2, workdir=str(tmp_path)) as vb:
+        ports, boots, pid = list(vb.ports), vb.boots, vb.proc.pid
+        with Session(vb.port) as s:
+            s.command("release_console")
+        # what `mpremote reset` sends; the unix port's machine module gains reset() on the VM
+        vb.mpremote("exec", "import time, machine; time.sleep_ms(100); machine.reset()")
+        deadline = time.monotonic() + 10
+        while vb.boots == boots and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert vb.boots == boots + 1 and vb.proc.pid != pid and vb.ports == ports
+        assert run_cli("info", "--port", vb.ports[1]).returncode == 0
+        vb.reset()  # the reset button
+        assert vb.boots == boots + 2
+        assert run_cli("info", "--port", vb.ports[0]).returncode == 0
+
+
+def test_firmware_stopping_at_boot_is_reported_with_what_the_board_printed(tmp_path):
+    from thermopilot.hil.vboard import VirtualBoardError
+
+    vb = VirtualBoard(workdir=str(tmp_path))
+    try:
+        vb.start(run=False)
+        (tmp_path / "board.json").write_text("{not json")
+        with pytest.raises(VirtualBoardError, match="board.json unreadable"):
+            vb.run_app()
+    finally:
+        vb.stop()
+
+
+def test_heap_minimum_is_enough_to_run_and_is_stated():
+    from thermopilot.hil import rig, scenario
+    from thermopilot.hil.vboard import heap_text, min_heap
+    from thermopilot.protocol import schema
+    from thermopilot.protocol.link import Session
+
+    need = min_heap("virtual")
+    # about 100 KB after boot on the 64-bit VM, x1.25
+    assert 110 * 1024 <= need <= 160 * 1024
+    with VirtualBoard(heap=heap_text(need)) as vb, Session(vb.port, timeout_s=1.0) as s:
+        s.hello()
+        s.params()
+        s.loops()
+        sc = dict(scenario.load(str(ROOT / "hil" / "scenarios" / "battery_hold.toml")))
+        sc.update(duration_s=30, faults=[])
+        res = rig.run(sc, session=s)
+        faults = res.rows["faults"].astype(int)
+        assert not any(f >> schema.FAULTS["internal"] & 1 for f in faults)
+        s.request("PARAM_SAVE", flags=0)
+    with pytest.raises(RuntimeError, match="below the %s the firmware needs" % heap_text(need)):
+        VirtualBoard(heap=heap_text(need - 4096)).start()
 
 
 def test_oversized_upload_is_refused_and_the_board_keeps_running(vboard):

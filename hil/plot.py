@@ -1,0 +1,369 @@
+"""The run plot, for a thermal engineer to read at a glance.
+
+Panels, top to bottom, all on one time axis:
+
+* the loops: each loop's setpoint and the plant truth the criteria judge (with what the board
+  sensed, grey), criterion bands and windows drawn on it;
+* plant truth for the other quantities the criteria judge or the plant is known for (junction
+  and dry-out margin of a chip cooler, cell maximum and spread of a pack, liquid at the
+  compressor), one panel per quantity, with their criterion limits;
+* actuators in the plant's own units (valve in steps, compressor in rev/s, duty 0..1): what the
+  plant received, and the board's command dashed where a fault made them differ;
+* disturbances: plant inputs that change during the run (pack current, GPU power, compressor
+  speed, an overridden ambient), each on its own panel;
+* the board's latched faults and the list of criteria with PASS/FAIL.
+
+Every injected fault's window is shaded on every panel and labelled once. Units: degC for
+temperatures, K for differences, bar for pressures.
+"""
+
+import math
+
+import numpy as np
+
+from thermopilot.protocol import schema
+
+from . import signals
+
+C_TO_K = 273.15
+#: plant truth shown whatever the criteria say: what each plant's engineer looks at first
+KEY_SIGNALS = {
+    "chip_cooler": ["plant.junction_k", "plant.dryout_margin"],
+    "battery_loop": ["plant.cell_max_k", "plant.cell_spread_k"],
+    "heatpump_r290": ["plant.liquid_at_compressor"],
+}
+MAX_EXTRA = 3
+MAX_DISTURBANCES = 3
+FAULT_COLORS = ["#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+
+
+def unit_of(quantity, hint=""):
+    """(offset, scale, label) so that display = (si - offset) * scale."""
+    if quantity == "temperature":
+        return C_TO_K, 1.0, "°C"
+    if quantity == "temperature_difference":
+        return 0.0, 1.0, "K"
+    if quantity == "pressure":
+        return 0.0, 1e-5, "bar"
+    if quantity == "fraction":
+        return 0.0, 1.0, hint or "0..1"
+    return 0.0, 1.0, hint or signals.SI_UNITS.get(quantity, "")
+
+
+def _name(sig):
+    return sig.split(".", 1)[1] if "." in sig else sig
+
+
+def _shade_faults(axes, injections, labelled):
+    for k, inj in enumerate(injections):
+        color = FAULT_COLORS[k % len(FAULT_COLORS)]
+        t0, t1 = inj["t_s"], inj["t_end"]
+        for ax in axes:
+            if t1 - t0 > 0:
+                ax.axvspan(t0, t1, color=color, alpha=0.12, lw=0)
+            ax.axvline(t0, color=color, lw=1.0, ls=":")
+        top = axes[0]
+        if k not in labelled:
+            labelled.add(k)
+            top.annotate(
+                "fault: " + inj["label"],
+                xy=(t0, 1.0),
+                xycoords=("data", "axes fraction"),
+                xytext=(2, -2 - 11 * (k % 4)),
+                textcoords="offset points",
+                fontsize=7,
+                color=color,
+                va="top",
+            )
+
+
+def _verdict_text(v):
+    return "%s: %s" % (v.get("label", v["criterion"]), "PASS" if v["passed"] else "FAIL")
+
+
+def layout(result):
+    """What the plot shows where: loop_panel [(loop, judged signal, quantity)], extra
+    {quantity or "__main__": [signals]}, extra_panels [(quantity, signals)], disturbances
+    [input names], actuator units {input: unit label}."""
+    rows = result.rows
+    ctx = rows.ctx
+    sc = result.scenario
+    crits = result.rig.criteria
+    loop_panel = []  # (loop name, judged signal, quantity)
+    for info in ctx.loops:
+        sig = ctx.judged_signal(info)
+        if rows.has(sig):
+            loop_panel.append((info["name"], sig, signals.quantity_of(sig, ctx)))
+    main_q = {q for _n, _s, q in loop_panel}
+    judged = []
+    for c in crits:
+        for s in c.cfg.get("signals") or [c.cfg.get("signal")]:
+            if isinstance(s, str) and s not in judged:
+                judged.append(s)
+    for s in KEY_SIGNALS.get(ctx.model, []):
+        if s not in judged:
+            judged.append(s)
+    extra = {}  # quantity -> signals
+    for s in judged:
+        if not rows.has(s) or s.startswith("out.") or s.startswith("input."):
+            continue
+        if any(s == js for _n, js, _q in loop_panel):
+            continue
+        q = signals.quantity_of(s, ctx)
+        if q in main_q and s.startswith("plant."):
+            extra.setdefault("__main__", []).append(s)
+            continue
+        extra.setdefault(q, []).append(s)
+    extra_panels = [(q, extra[q]) for q in extra if q != "__main__"][:MAX_EXTRA]
+    driven = {a["input"] for a in sc["actuators"]}
+    disturbances = []
+    for name in ctx.inputs:
+        col = "input." + name
+        if name in driven or not rows.has(col):
+            continue
+        x = rows[col]
+        if len(x) and np.nanmax(x) - np.nanmin(x) > 1e-9 * max(1.0, abs(np.nanmax(x))):
+            disturbances.append(name)
+    disturbances = disturbances[:MAX_DISTURBANCES]
+
+    units = {
+        a["input"]: (ctx.input_unit(a["input"]) if ctx.input_unit(a["input"]) not in ("-", "")
+                     else "0..1")
+        for a in sc["actuators"]
+    }  # fmt: skip
+    return {
+        "loop_panel": loop_panel,
+        "extra": extra,
+        "extra_panels": extra_panels,
+        "disturbances": disturbances,
+        "actuator_units": units,
+    }
+
+
+def plot(result, path):
+    """Write the run plot of ``result`` (a rig.RigResult with verdicts) to ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result.rows
+    ctx = rows.ctx
+    sc = result.scenario
+    t = rows.t
+    crits = result.rig.criteria
+    verdicts = {v["index"]: v for v in result.verdicts}
+
+    lay = layout(result)
+    loop_panel = lay["loop_panel"]
+    extra = lay["extra"]
+    extra_panels = lay["extra_panels"]
+    disturbances = lay["disturbances"]
+    n_panels = 1 + len(extra_panels) + 1 + len(disturbances) + 1
+    ratios = [3] + [1.6] * len(extra_panels) + [1.8] + [1.1] * len(disturbances) + [0.9]
+    fig, axes = plt.subplots(
+        n_panels,
+        1,
+        figsize=(11, 1.5 + 1.45 * sum(ratios)),
+        sharex=True,
+        gridspec_kw={"height_ratios": ratios},
+    )
+    axes = list(np.atleast_1d(axes))
+    ax_main = axes[0]
+    ax_extra = axes[1 : 1 + len(extra_panels)]
+    ax_act = axes[1 + len(extra_panels)]
+    ax_dist = axes[2 + len(extra_panels) : 2 + len(extra_panels) + len(disturbances)]
+    ax_faults = axes[-1]
+    panel_of = {}
+    for a in sc["actuators"]:
+        # a criterion on out.<ch> is drawn on the actuator panel, in the plant input's unit
+        panel_of["out.%d" % a["channel"]] = (ax_act, -a["offset"] / a["scale"], a["scale"])
+
+    # -- loops ---------------------------------------------------------------------------
+    main_unit = None
+    for k, (loop, sig, q) in enumerate(loop_panel):
+        off, sc_, unit = unit_of(q)
+        main_unit = unit
+        color = "C%d" % (3 + k)
+        sp = rows["loop.%s.setpoint" % loop]
+        ax_main.plot(t, (sp - off) * sc_, "k--", lw=1.1, label="%s setpoint" % loop)
+        pv = ctx.loop(loop)["sensors"].get("pv")
+        if pv is not None and rows.has("sensed.%d" % pv):
+            ax_main.plot(
+                t,
+                (rows["sensed.%d" % pv] - off) * sc_,
+                color="0.7",
+                lw=0.7,
+                label="sensed (what the board got, ch %d)" % pv,
+            )
+        ax_main.plot(
+            t, (rows[sig] - off) * sc_, color=color, lw=1.5, label="%s (plant)" % _name(sig)
+        )
+        panel_of[sig] = (ax_main, off, sc_)
+        panel_of["loop.%s.setpoint" % loop] = (ax_main, off, sc_)
+    for s in extra.get("__main__", []):
+        q = signals.quantity_of(s, ctx)
+        off, sc_, unit = unit_of(q)
+        ax_main.plot(t, (rows[s] - off) * sc_, lw=1.0, label=_name(s) + " (plant)")
+        panel_of[s] = (ax_main, off, sc_)
+    ax_main.set_ylabel(
+        "%s [%s]" % (", ".join(n for n, _s, _q in loop_panel) or "loop", main_unit or "")
+    )
+    for ax, (q, sigs) in zip(ax_extra, extra_panels, strict=True):
+        off, sc_, unit = unit_of(q)
+        for s in sigs:
+            ax.plot(t, (rows[s] - off) * sc_, lw=1.2, label=_name(s))
+            panel_of[s] = (ax, off, sc_)
+        ax.set_ylabel("%s [%s]" % (q.replace("_", " "), unit))
+    # the loop panel's range follows the plant truth and the setpoints, not a wire break's
+    # reading far out of range (the board's view of it stays drawn, clipped)
+    span = []
+    for loop, sig, q in loop_panel:
+        off, sc_, _u = unit_of(q)
+        for col in (sig, "loop.%s.setpoint" % loop):
+            x = (rows[col] - off) * sc_
+            x = x[np.isfinite(x)]
+            if len(x):
+                span += [float(np.min(x)), float(np.max(x))]
+    for s in extra.get("__main__", []):
+        off, sc_, _u = unit_of(signals.quantity_of(s, ctx))
+        x = (rows[s] - off) * sc_
+        x = x[np.isfinite(x)]
+        if len(x):
+            span += [float(np.min(x)), float(np.max(x))]
+
+    # -- criterion bands -----------------------------------------------------------------
+    labelled = set()
+    for c in crits:
+        v = verdicts.get(c.index)
+        if v is None:
+            continue
+        color = "green" if v["passed"] else "red"
+        for band in c.bands(rows):
+            sig, lo, hi, t0, t1 = band[:5]
+            where = panel_of.get(sig)
+            if where is None:
+                continue
+            ax, off, sc_ = where
+            label = _verdict_text(v) if c.index not in labelled else None
+            labelled.add(c.index)
+            if len(band) > 5:  # relative to the setpoint (settles)
+                loop = c.cfg["loop"]
+                sp = rows["loop.%s.setpoint" % loop]
+                m = (t >= t0) & (t <= t1)
+                ax.fill_between(
+                    t,
+                    (sp + lo - off) * sc_,
+                    (sp + hi - off) * sc_,
+                    where=m,
+                    color=color,
+                    alpha=0.10,
+                    lw=0,
+                    label=label,
+                )
+                continue
+            first = True
+            for lim in (lo, hi):
+                if lim is None:
+                    continue
+                ax.hlines(
+                    (lim - off) * sc_,
+                    t0,
+                    t1,
+                    colors=color,
+                    linestyles="-.",
+                    lw=1.0,
+                    label=label if first else None,
+                )
+                first = False
+
+    for c in crits:
+        for band in c.bands(rows):
+            if panel_of.get(band[0], (None,))[0] is ax_main and len(band) == 5:
+                off, sc_ = panel_of[band[0]][1:]
+                span += [(lim - off) * sc_ for lim in band[1:3] if lim is not None]
+    if span:
+        lo, hi = min(span), max(span)
+        pad = max(0.5, 0.08 * (hi - lo))
+        ax_main.set_ylim(lo - pad, hi + pad)
+
+    # -- actuators -----------------------------------------------------------------------
+    units = set()
+    for a in sc["actuators"]:
+        name = a["input"]
+        unit = ctx.input_unit(name)
+        units.add(unit if unit not in ("-", "") else "0..1")
+        act = ctx.board["actuators"][a["channel"]]
+        got = rows["input." + name]
+        cmd = rows["out.%d" % a["channel"]] * a["scale"] + a["offset"]
+        line = ax_act.plot(
+            t,
+            got,
+            lw=1.3,
+            label="%s → %s (plant)" % (act.get("name", "ch%d" % a["channel"]), name),
+        )[0]
+        if np.nanmax(np.abs(got - cmd)) > 1e-6 * max(1.0, np.nanmax(np.abs(cmd))):
+            ax_act.plot(t, cmd, ls="--", lw=0.9, color=line.get_color(), label="board command")
+    ax_act.set_ylabel("actuators [%s]" % ", ".join(sorted(units)))
+
+    # -- disturbances --------------------------------------------------------------------
+    for ax, name in zip(ax_dist, disturbances, strict=True):
+        unit = ctx.input_unit(name)
+        q = signals.quantity_of("input." + name, ctx)
+        off, sc_, label = unit_of(q, unit if unit not in ("-", "") else "")
+        ax.plot(t, (rows["input." + name] - off) * sc_, color="C7", lw=1.2, label=name)
+        ax.set_ylabel("%s [%s]" % (name, label))
+
+    # -- faults and verdicts -------------------------------------------------------------
+    f = rows["faults"].astype(np.int64)
+    bits = [b for b in range(32) if np.any(f >> b & 1)]
+    names = {v: k for k, v in schema.FAULTS.items()}
+    for k, b in enumerate(bits):
+        ax_faults.fill_between(t, k, k + 0.8 * (f >> b & 1), step="post", color="C3", alpha=0.7)
+    ax_faults.set_yticks([k + 0.4 for k in range(len(bits))])
+    ax_faults.set_yticklabels([names.get(b, "bit%d" % b) for b in bits], fontsize=8)
+    ax_faults.set_ylim(-0.1, max(1, len(bits)) + 0.1)
+    ax_faults.set_ylabel("latched")
+    if not bits:
+        ax_faults.text(0.02, 0.5, "no fault latched", transform=ax_faults.transAxes, color="0.4")
+    from matplotlib.lines import Line2D
+
+    handles = [
+        Line2D(
+            [],
+            [],
+            color="green" if v["passed"] else "red",
+            marker="s",
+            ls="",
+            label=_verdict_text(v),
+        )
+        for v in result.verdicts
+    ]
+    if handles:
+        ax_faults.legend(
+            handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False
+        )
+    ax_faults.set_xlabel("time [s]")
+
+    _shade_faults(axes, rows.injections, set())
+    for ax in axes[:-1]:
+        ax.grid(alpha=0.3)
+        h, lab = ax.get_legend_handles_labels()
+        if h:
+            ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False)
+    verdict = "INTERRUPTED" if result.interrupted else ("PASS" if result.passed else "FAIL")
+    n_fail = sum(not v["passed"] for v in result.verdicts)
+    fig.suptitle(
+        "%s — %s%s" % (sc["name"], verdict, " (%d criteria failed)" % n_fail if n_fail else ""),
+        color="green" if verdict == "PASS" else "red",
+    )
+    if len(t) and t[-1] > 0:
+        ax_faults.set_xlim(0, max(float(t[-1]), sc["duration_s"] if not result.interrupted else 0))
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _finite(x):
+    return x is not None and math.isfinite(x)
