@@ -1,5 +1,11 @@
 /* ThermoPilot MPC: interior-point iterations with a Riccati factorisation; see tp_mpc.h. */
 #include "tp_mpc.h"
+#ifdef TP_TRACE
+#include <stdio.h>
+#define TRACE(...) printf(__VA_ARGS__)
+#else
+#define TRACE(...)
+#endif
 
 /* no C library: the core builds freestanding (isfinite, sqrt, memset written out) */
 #define TP_ISFINITE(x) ((x) - (x) == 0.0f)
@@ -12,13 +18,31 @@
 #define TP_FLOOR 1e-2f /* initial slack: this fraction of the row's width (or of 1) */
 #define TP_STEP 0.99f  /* fraction of the step to the boundary */
 #ifndef TP_MU_TOL
-#define TP_MU_TOL 0.001f /* complementarity stops at this fraction of tol */
+#define TP_MU_TOL 0.001f /* complementarity stops at this * tol * row size * gradient size */
 #endif
-#ifndef TP_ACCEPT
-#define TP_ACCEPT 100.0f /* float32 breakdown: the best iterate counts if within this x tol */
+#ifndef TP_MU_FLOOR
+#define TP_MU_FLOOR 0.5f /* centring target: at least this fraction of the stopping value */
+#endif
+#ifndef TP_PIVOT_REG
+#define TP_PIVOT_REG 1e-6f /* smallest pivot of Quu relative to its diagonal entry */
+#endif
+#ifndef TP_RUNAWAY
+#define TP_RUNAWAY 1e3f /* the iterate has run away when its merit is this times the best */
 #endif
 #ifndef TP_LAM0
 #define TP_LAM0 0.1f /* first multipliers: this fraction of the cost gradient */
+#endif
+#ifndef TP_GAMMA
+#define TP_GAMMA 1e-3f /* neighbourhood: every product at least this fraction of the mean */
+#endif
+#ifndef TP_DECR
+#define TP_DECR 0.01f /* sufficient decrease of the complementarity per unit step */
+#endif
+#ifndef TP_SIGMA_SAFE
+#define TP_SIGMA_SAFE 0.1f /* smallest centring of the safeguard step */
+#endif
+#ifndef TP_BACKTRACK
+#define TP_BACKTRACK 30 /* halvings of the safeguard step */
 #endif
 
 enum { ROW_NONE = 0, ROW_LO = 1, ROW_HI = 2, ROW_SOFT = 4 };
@@ -322,6 +346,13 @@ static int chol_psd(const tp_float *z, tp_float *l, tp_float *rinv, int32_t n, i
         }
         if (!TP_ISFINITE(d)) {
             return 0;
+        }
+        if (j < strict && d <= TP_PIVOT_REG * z[j * n + j]) {
+            /* float32 cancellation under large barrier weights: the true pivot is below
+             * the precision of the diagonal, so it is raised to that precision (a
+             * regularised, still descending Newton step; the residuals stay exact) */
+            TRACE("    pivot %d regularised: %.3e of %.3e\n", (int)j, d, z[j * n + j]);
+            d = TP_PIVOT_REG * z[j * n + j];
         }
         if (d <= tiny) {
             if (j < strict) {
@@ -644,11 +675,13 @@ static tp_float max_step(tp_float a, tp_float x, tp_float dx)
 
 /* Walk the directions of every constraint. mode 0: return the largest feasible step;
  * mode 1: store the predictor products dt * dl (at step `alpha`) and return the
- * complementarity there; mode 2: take the step `alpha`. */
-static tp_float row_step(tp_mpc_t *m, int mode, tp_float alpha, int corr, tp_float smu)
+ * complementarity there; mode 2: take the step `alpha`; mode 3: return the complementarity
+ * at step `alpha` and its smallest product in *pmin (a trial, nothing changes). */
+static tp_float row_step(tp_mpc_t *m, int mode, tp_float alpha, int corr, tp_float smu,
+                         tp_float *pmin)
 {
     const int32_t nu = m->nu, ny = m->ny, n = m->n, nr = 2 * nu + ny;
-    tp_float amax = 1.0f, gap = 0.0f;
+    tp_float amax = 1.0f, gap = 0.0f, cmin = TP_BIG;
     int32_t k, ia;
     for (k = 0; k < n; k++) {
         for (ia = 0; ia < m->nact; ia++) {
@@ -666,6 +699,10 @@ static tp_float row_step(tp_mpc_t *m, int mode, tp_float alpha, int corr, tp_flo
                 } else if (mode == 1) {
                     m->ps[o] = ds * dls;
                     gap += (s + alpha * ds) * (ls + alpha * dls);
+                } else if (mode == 3) {
+                    tp_float c = (s + alpha * ds) * (ls + alpha * dls);
+                    gap += c;
+                    cmin = minf(cmin, c);
                 } else {
                     s_new = s + alpha * ds; /* stored after the rows below used the old s */
                     ls_new = ls + alpha * dls;
@@ -682,6 +719,10 @@ static tp_float row_step(tp_mpc_t *m, int mode, tp_float alpha, int corr, tp_flo
                 } else if (mode == 1) {
                     m->plo[a] = dt * dl;
                     gap += (t + alpha * dt) * (l + alpha * dl);
+                } else if (mode == 3) {
+                    tp_float c = (t + alpha * dt) * (l + alpha * dl);
+                    gap += c;
+                    cmin = minf(cmin, c);
                 } else {
                     m->tlo[a] = t + alpha * dt;
                     m->llo[a] = l + alpha * dl;
@@ -698,6 +739,10 @@ static tp_float row_step(tp_mpc_t *m, int mode, tp_float alpha, int corr, tp_flo
                 } else if (mode == 1) {
                     m->phi[a] = dt * dl;
                     gap += (t + alpha * dt) * (l + alpha * dl);
+                } else if (mode == 3) {
+                    tp_float c = (t + alpha * dt) * (l + alpha * dl);
+                    gap += c;
+                    cmin = minf(cmin, c);
                 } else {
                     m->thi[a] = t + alpha * dt;
                     m->lhi[a] = l + alpha * dl;
@@ -709,7 +754,23 @@ static tp_float row_step(tp_mpc_t *m, int mode, tp_float alpha, int corr, tp_flo
             }
         }
     }
+    if (pmin) {
+        *pmin = cmin;
+    }
     return mode == 0 ? amax : gap;
+}
+
+/* forget the predictor products: the next corrector is a plain centred Newton step */
+static void clear_products(tp_mpc_t *m)
+{
+    int32_t i;
+    for (i = 0; i < m->n * (2 * m->nu + m->ny); i++) {
+        m->plo[i] = 0.0f;
+        m->phi[i] = 0.0f;
+    }
+    for (i = 0; i < m->n * m->ny; i++) {
+        m->ps[i] = 0.0f;
+    }
 }
 
 /* cost gradient at the iterate (m->gx), the weights of the Newton system (m->w, m->m12,
@@ -832,6 +893,9 @@ static void dual_residual(tp_mpc_t *m, tp_float *rd, tp_float *lmax)
                              ((kind & ROW_HI) ? m->lhi[a] : 0.0f) -
                              ((kind & ROW_LO) ? m->llo[a] : 0.0f);
                 rdm = maxf(rdm, absf(e));
+                /* the slack's penalty and multiplier are terms of this sum: its scale
+                 * (OSQP's scaled dual residual counts the linear cost, |q|, the same way) */
+                lm = maxf(lm, maxf(m->w_lin[r - nu], m->ls[o]));
             }
         }
         if (k == n - 1) {
@@ -884,8 +948,11 @@ static void dual_residual(tp_mpc_t *m, tp_float *rd, tp_float *lmax)
     *lmax = lm;
 }
 
-/* initial slacks and multipliers around the current primal point */
-static void init_slacks(tp_mpc_t *m, tp_float lam0)
+/* Starting point: the primal point is the held input; each constraint's slack is its
+ * distance to the limit there, raised to a floor (a fraction of the row's width) where the
+ * held input is at, near or beyond the limit; each multiplier is mu0 / slack, so that every
+ * product slack * multiplier equals mu0 (a perfectly centred start, as HPIPM's). */
+static void init_point(tp_mpc_t *m, tp_float mu0)
 {
     const int32_t nu = m->nu, ny = m->ny, n = m->n, nr = 2 * nu + ny;
     int32_t k, ia;
@@ -907,18 +974,45 @@ static void init_slacks(tp_mpc_t *m, tp_float lam0)
                     sv += h - hi;
                 }
                 m->s[o] = sv;
-                m->ls[o] = lam0;
+                m->ls[o] = mu0 / sv;
             }
             if (kind & ROW_LO) {
                 m->tlo[a] = maxf(h + sv - lo, fl);
-                m->llo[a] = lam0;
+                m->llo[a] = mu0 / m->tlo[a];
             }
             if (kind & ROW_HI) {
                 m->thi[a] = maxf(hi - h + sv, fl);
-                m->lhi[a] = lam0;
+                m->lhi[a] = mu0 / m->thi[a];
             }
         }
     }
+}
+
+/* mean of the slacks (the scale of mu0) */
+static tp_float slack_mean(const tp_mpc_t *m)
+{
+    const int32_t nu = m->nu, ny = m->ny, n = m->n, nr = 2 * nu + ny;
+    tp_float sum = 0.0f;
+    int32_t k, ia, count = 0;
+    for (k = 0; k < n; k++) {
+        for (ia = 0; ia < m->nact; ia++) {
+            int32_t r = m->act[ia], a = k * nr + r;
+            int kind = m->kind[r];
+            if (kind & ROW_SOFT) {
+                sum += m->s[k * ny + r - nu];
+                count++;
+            }
+            if (kind & ROW_LO) {
+                sum += m->tlo[a];
+                count++;
+            }
+            if (kind & ROW_HI) {
+                sum += m->thi[a];
+                count++;
+            }
+        }
+    }
+    return count ? sum / (tp_float)count : 1.0f;
 }
 
 static void rollout(tp_mpc_t *m)
@@ -944,16 +1038,28 @@ static void rollout(tp_mpc_t *m)
     }
 }
 
-static tp_mpc_status_t finish(tp_mpc_t *m, const tp_float *u_prev, tp_mpc_status_t st)
+/* the move: the first planned move (none after a numeric failure without a finite
+ * iterate), clamped into the rate and input limits in every case */
+static tp_mpc_status_t finish(tp_mpc_t *m, const tp_float *u_prev, tp_mpc_status_t st, int hold)
 {
     int32_t i;
     for (i = 0; i < m->nu; i++) {
-        tp_float v = (st == TP_MPC_NUMERIC) ? 0.0f : m->v[i];
+        tp_float v = hold ? 0.0f : m->v[i];
         v = clampf(v, m->du_min[i], m->du_max[i]);
         m->u0[i] = clampf(u_prev[i] + v, m->u_min[i], m->u_max[i]);
     }
     m->status = st;
     return st;
+}
+
+/* the best iterate so far becomes the plan (a solve that ends without meeting tol) */
+static void restore_best(tp_mpc_t *m)
+{
+    int32_t i;
+    for (i = 0; i < m->n * m->nu; i++) {
+        m->v[i] = m->vbest[i];
+    }
+    rollout(m);
 }
 
 tp_mpc_status_t tp_mpc_solve(tp_mpc_t *m, const tp_float *x0, const tp_float *u_prev,
@@ -962,7 +1068,8 @@ tp_mpc_status_t tp_mpc_solve(tp_mpc_t *m, const tp_float *x0, const tp_float *u_
     const int32_t nx = m->nx, nu = m->nu, nxa = m->nxa, n = m->n;
     int32_t i, j, it;
     int infeasible = 0;
-    tp_float step, vmax = 0.0f, merit, best = TP_BIG;
+    tp_float best = TP_BIG;
+    tp_mpc_status_t st = TP_MPC_MAX_ITER;
 
     if (!m->loaded) {
         m->status = TP_MPC_BAD_INPUT;
@@ -1026,47 +1133,40 @@ tp_mpc_status_t tp_mpc_solve(tp_mpc_t *m, const tp_float *x0, const tp_float *u_
      * and sent some ill-conditioned steps astray, so every solve starts the same way. */
     for (i = 0; i < n * nu; i++) {
         m->v[i] = 0.0f;
+        m->vbest[i] = 0.0f;
     }
     setup_rows(m);
     rollout(m);
     row_values(m, m->x, m->v, m->hv);
     {
-        /* multipliers start at the size of the cost gradient: a well-scaled first point */
+        /* centred start: every product slack * multiplier at mu0, the mean slack times a
+         * multiplier of the size of the cost gradient */
         tp_float rp, mu, hmax, gmax, comp;
-        init_slacks(m, 1.0f);
+        init_point(m, 1.0f);
         (void)prepare(m, &rp, &mu, &hmax, &gmax, &comp);
-        init_slacks(m, TP_LAM0 * gmax);
+        init_point(m, TP_LAM0 * gmax * slack_mean(m));
     }
 
     m->iterations = 0;
-    step = TP_BIG;
     for (it = 0;; it++) {
-        tp_float rp, rd = TP_BIG, mu, hmax, gmax, lmax = 0.0f, comp, alpha, mu_aff, sigma;
+        tp_float rp, rd, mu, hmax, gmax, lmax, comp, merit, scale;
+        tp_float alpha, mu_aff, sigma, smu, gap, pmin, mu_floor;
         int32_t count = prepare(m, &rp, &mu, &hmax, &gmax, &comp);
+        dual_residual(m, &rd, &lmax);
         m->res_primal = rp;
+        m->res_dual = rd;
         m->mu = comp;
         m->iterations = it;
-        if (!TP_ISFINITE(rp) || !TP_ISFINITE(mu)) {
-            tp_mpc_reset(m);
-            return finish(m, u_prev, TP_MPC_NUMERIC);
+        /* progress: each residual over its tolerance, the largest (<= 1: converged) */
+        scale = maxf(gmax, lmax);
+        merit = maxf(rp / (m->tol * hmax),
+                     maxf(rd / (m->tol * scale), comp / (TP_MU_TOL * m->tol * scale * hmax)));
+        TRACE("it %2d rp %.2e rd %.2e mu %.2e comp %.2e merit %.2e g %.1e l %.1e h %.1e v0 %.5f\n",
+              it, rp, rd, mu, comp, merit, gmax, lmax, hmax, m->v[0]);
+        if (!TP_ISFINITE(merit)) {
+            st = TP_MPC_NUMERIC;
+            break;
         }
-        /* progress measure: each residual over its tolerance (<= 1 everywhere: converged).
-         * The dual residual (a backward pass) is computed only near convergence, and
-         * counts as met once the iterate stops moving: in float32 the dual residual of a
-         * long horizon can stall above tol while the plan is exact. */
-        {
-            tp_float mp = rp / (m->tol * hmax), mc, md = TP_BIG;
-            if (mp <= TP_ACCEPT) {
-                dual_residual(m, &rd, &lmax);
-                md = rd / (m->tol * maxf(gmax, lmax));
-                if (step <= m->tol * (1.0f + vmax)) {
-                    md = minf(md, 1.0f);
-                }
-            }
-            mc = comp / (TP_MU_TOL * m->tol * maxf(gmax, lmax));
-            merit = maxf(mp, maxf(mc, md));
-        }
-        m->res_dual = rd;
         if (merit < best) {
             best = merit;
             for (i = 0; i < n * nu; i++) {
@@ -1075,48 +1175,78 @@ tp_mpc_status_t tp_mpc_solve(tp_mpc_t *m, const tp_float *x0, const tp_float *u_
         }
         if (merit <= 1.0f) {
             m->warm = 1;
-            return finish(m, u_prev, TP_MPC_SOLVED);
+            return finish(m, u_prev, TP_MPC_SOLVED, 0);
         }
-        /* float32 ends the iterations when the barrier weights outgrow its precision (the
-         * factorisation fails, or the iterate runs away from the best one): the best
-         * iterate counts as solved when within 10 tol, and is the move either way */
-        if (it >= m->max_iter || (best <= TP_ACCEPT && merit > 1e3f * best) || !factorise(m)) {
+        /* float32 ends the progress when the barrier weights outgrow its precision: the
+         * directions turn inaccurate and the iterate runs away from the best one, or the
+         * factorisation breaks down. The best iterate is then the plan, and the status
+         * says that the tolerance was not reached. */
+        if (it >= m->max_iter || merit > TP_RUNAWAY * best) {
+            break;
+        }
+        if (!factorise(m)) {
+            TRACE("factorise failed\n");
             break;
         }
         /* predictor (affine scaling) */
         row_rhs(m, 0, 0.0f);
         newton_solve(m);
-        alpha = row_step(m, 0, 1.0f, 0, 0.0f);
-        mu_aff = count ? row_step(m, 1, alpha, 0, 0.0f) / (tp_float)count : 0.0f;
-        sigma = mu > 0.0f ? mu_aff / mu : 0.0f;
+        alpha = row_step(m, 0, 1.0f, 0, 0.0f, 0);
+        mu_aff = count ? row_step(m, 1, alpha, 0, 0.0f, 0) / (tp_float)count : 0.0f;
+        sigma = mu > 0.0f ? minf(1.0f, mu_aff / mu) : 0.0f;
         sigma = sigma * sigma * sigma;
         /* complementarity far below the tolerance buys nothing in float32 and runs into
          * subnormal numbers: keep the centring target above a floor */
-        if (sigma * mu < 1e-3f * TP_MU_TOL * m->tol * gmax) {
-            sigma = 1e-3f * TP_MU_TOL * m->tol * gmax / mu;
+        mu_floor = TP_MU_FLOOR * TP_MU_TOL * m->tol * scale * hmax;
+        if (sigma * mu < mu_floor) {
+            sigma = mu_floor / mu;
         }
-        /* corrector, centred */
-        row_rhs(m, 1, sigma * mu);
+        smu = sigma * mu;
+        /* corrector (Mehrotra): centred, with the predictor's second-order term */
+        row_rhs(m, 1, smu);
         newton_solve(m);
-        alpha = minf(1.0f, TP_STEP * row_step(m, 0, 1.0f, 1, sigma * mu));
-        row_step(m, 2, alpha, 1, sigma * mu);
-        step = 0.0f;
-        vmax = 0.0f;
+        alpha = minf(1.0f, TP_STEP * row_step(m, 0, 1.0f, 1, smu, 0));
+        gap = row_step(m, 3, alpha, 1, smu, &pmin);
+        if (count && (pmin < TP_GAMMA * gap / (tp_float)count ||
+                      gap > maxf((1.0f - TP_DECR * alpha) * mu, 2.0f * mu_floor) *
+                                (tp_float)count)) {
+            /* the corrector leaves the neighbourhood of the central path or does not
+             * reduce the complementarity: a plain centred Newton step instead, shortened
+             * until the new point is central and the complementarity falls */
+            int32_t back;
+            TRACE("    safeguard: sigma %.2e alpha %.2e gap %.2e pmin %.2e\n", sigma, alpha, gap, pmin);
+            sigma = maxf(sigma, TP_SIGMA_SAFE);
+            smu = sigma * mu;
+            clear_products(m);
+            row_rhs(m, 1, smu);
+            newton_solve(m);
+            alpha = minf(1.0f, TP_STEP * row_step(m, 0, 1.0f, 1, smu, 0));
+            for (back = 0; back < TP_BACKTRACK; back++) {
+                gap = row_step(m, 3, alpha, 1, smu, &pmin);
+                if (pmin >= TP_GAMMA * gap / (tp_float)count &&
+                    gap <= maxf((1.0f - TP_DECR * alpha) * mu, 2.0f * mu_floor) *
+                               (tp_float)count) {
+                    break;
+                }
+                alpha *= 0.5f;
+            }
+        }
+        TRACE("    sigma %.2e alpha %.2e mu_aff %.2e gap %.2e pmin %.2e\n", sigma, alpha, mu_aff, gap, pmin);
+        row_step(m, 2, alpha, 1, smu, 0);
         for (i = 0; i < n * nu; i++) {
             m->v[i] += alpha * m->dv[i];
-            step = maxf(step, absf(m->dv[i])); /* the full Newton step: a stall is no exit */
-            vmax = maxf(vmax, absf(m->v[i]));
         }
         for (i = nxa; i < (n + 1) * nxa; i++) {
             m->x[i] += alpha * m->dx[i];
         }
     }
-    if (best < TP_BIG) {
-        for (i = 0; i < n * nu; i++) {
-            m->v[i] = m->vbest[i];
-        }
-        rollout(m);
-    }
+    /* not converged: the best iterate is the plan, its first move clamped to the limits */
     m->warm = 1;
-    return finish(m, u_prev, best <= TP_ACCEPT ? TP_MPC_SOLVED : TP_MPC_MAX_ITER);
+    if (best < TP_BIG) {
+        restore_best(m);
+        return finish(m, u_prev, st, 0);
+    }
+    tp_mpc_reset(m);
+    rollout(m);
+    return finish(m, u_prev, st, 1);
 }

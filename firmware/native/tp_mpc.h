@@ -38,10 +38,14 @@
 
 typedef enum {
     TP_MPC_SOLVED = 0,     /* residuals and complementarity below tolerance */
-    TP_MPC_MAX_ITER = 1,   /* iteration budget used up; the move is the best so far */
+    TP_MPC_MAX_ITER = 1,   /* tolerance not reached: the iteration budget was used up, or
+                            * float32 ran out of precision (the iterate ran away from the
+                            * best one, or the factorisation broke down); the move is the
+                            * best iterate's, clamped into the hard limits */
     TP_MPC_INFEASIBLE = 2, /* the hard input limits cannot be met at the first step */
     TP_MPC_BAD_INPUT = 3,  /* non-finite input, or no model loaded */
-    TP_MPC_NUMERIC = 4     /* a non-finite iterate or a singular factorisation */
+    TP_MPC_NUMERIC = 4     /* a non-finite iterate (the move is the best finite iterate's,
+                            * or the held input) */
 } tp_mpc_status_t;
 
 typedef enum {
