@@ -207,7 +207,7 @@ tp_mpc_blob_status_t tp_mpc_load(tp_mpc_t *m, const uint8_t *blob, size_t len)
 /* the rows of a stage: moves [0, nu), soft outputs [nu, nu + ny), inputs after; rows
  * without a finite limit take no part. Read from the limits at every solve (the caller may
  * change them between solves). */
-static void setup_rows(tp_mpc_t *m)
+static void setup_rows(tp_mpc_t *m, const tp_float *u_prev)
 {
     int32_t nu = m->nu, ny = m->ny, nr = 2 * nu + ny, r;
     m->nact = 0;
@@ -221,8 +221,9 @@ static void setup_rows(tp_mpc_t *m)
             lo = m->y_min[r - nu];
             hi = m->y_max[r - nu];
         } else {
-            lo = m->u_min[r - nu - ny];
-            hi = m->u_max[r - nu - ny];
+            /* inputs relative to the held one (see tp_mpc_solve) */
+            lo = m->u_min[r - nu - ny] - u_prev[r - nu - ny];
+            hi = m->u_max[r - nu - ny] - u_prev[r - nu - ny];
         }
         if (lo > -TP_BIG) {
             kind |= ROW_LO;
@@ -866,13 +867,13 @@ static int32_t prepare(tp_mpc_t *m, tp_float *rp, tp_float *mu, tp_float *hmax, 
 
 /* reduced dual residual: the Lagrangian's gradient with the dynamics eliminated (one
  * backward pass), and the size of the terms it sums (for its scale) */
-static void dual_residual(tp_mpc_t *m, tp_float *rd, tp_float *lmax)
+static void dual_residual(tp_mpc_t *m, tp_float *rd, tp_float *lmax, tp_float *rsoft)
 {
     const int32_t nx = m->nx, nu = m->nu, ny = m->ny, nxa = m->nxa, n = m->n;
     const int32_t nr = 2 * nu + ny;
     const tp_float *B = m->B, *A = m->A;
     tp_float nuv[TP_MPC_NXA_MAX], nn[TP_MPC_NXA_MAX], lam[TP_MPC_NR_MAX];
-    tp_float rdm = 0.0f, lm = 0.0f;
+    tp_float rdm = 0.0f, lm = 0.0f, rsm = 0.0f;
     int32_t i, j, k, ia;
 
     /* reduced dual residual: the Lagrangian's gradient with the dynamics eliminated */
@@ -892,10 +893,15 @@ static void dual_residual(tp_mpc_t *m, tp_float *rd, tp_float *lmax)
                 tp_float e = m->w_lin[r - nu] + m->w_quad[r - nu] * m->s[o] - m->ls[o] -
                              ((kind & ROW_HI) ? m->lhi[a] : 0.0f) -
                              ((kind & ROW_LO) ? m->llo[a] : 0.0f);
-                rdm = maxf(rdm, absf(e));
-                /* the slack's penalty and multiplier are terms of this sum: its scale
-                 * (OSQP's scaled dual residual counts the linear cost, |q|, the same way) */
-                lm = maxf(lm, maxf(m->w_lin[r - nu], m->ls[o]));
+                /* each slack's stationarity relative to the largest of its terms (the
+                 * penalty may be far larger than the rest of the cost) */
+                tp_float te = maxf(maxf(m->w_lin[r - nu], m->ls[o]),
+                                   maxf(m->w_quad[r - nu] * m->s[o],
+                                        ((kind & ROW_HI) ? m->lhi[a] : 0.0f) +
+                                            ((kind & ROW_LO) ? m->llo[a] : 0.0f)));
+                if (absf(e) > rsm * te) {
+                    rsm = absf(e) / te;
+                }
             }
         }
         if (k == n - 1) {
@@ -946,6 +952,7 @@ static void dual_residual(tp_mpc_t *m, tp_float *rd, tp_float *lmax)
     }
     *rd = rdm;
     *lmax = lm;
+    *rsoft = rsm;
 }
 
 /* Starting point: the primal point is the held input; each constraint's slack is its
@@ -1042,7 +1049,12 @@ static void rollout(tp_mpc_t *m)
  * iterate), clamped into the rate and input limits in every case */
 static tp_mpc_status_t finish(tp_mpc_t *m, const tp_float *u_prev, tp_mpc_status_t st, int hold)
 {
-    int32_t i;
+    int32_t i, k;
+    for (k = 0; k <= m->n; k++) { /* the plan's inputs back to absolute values */
+        for (i = 0; i < m->nu; i++) {
+            m->x[k * m->nxa + m->nx + i] += u_prev[i];
+        }
+    }
     for (i = 0; i < m->nu; i++) {
         tp_float v = hold ? 0.0f : m->v[i];
         v = clampf(v, m->du_min[i], m->du_max[i]);
@@ -1112,21 +1124,28 @@ tp_mpc_status_t tp_mpc_solve(tp_mpc_t *m, const tp_float *x0, const tp_float *u_
         return TP_MPC_INFEASIBLE;
     }
 
+    /* The input part of the state is kept relative to the held input, u - u_prev (its
+     * limits and reference shifted alike, B u_prev moved into the constant term): an
+     * input resting at its limit then has a row value and a slack near zero, which float32
+     * resolves, instead of a slack far below the resolution of the limit's value. */
     for (i = 0; i < nxa; i++) {
         tp_float s = 0.0f;
         if (i < nx) {
             for (j = 0; j < m->nd; j++) {
                 s += m->E[i * m->nd + j] * d[j];
             }
+            for (j = 0; j < nu; j++) {
+                s += m->B[i * nu + j] * u_prev[j];
+            }
         }
         m->c[i] = s;
-        m->xr[i] = (i < nx) ? x_ref[i] : u_ref[i - nx];
+        m->xr[i] = (i < nx) ? x_ref[i] : u_ref[i - nx] - u_prev[i - nx];
     }
     for (i = 0; i < nx; i++) {
         m->x[i] = x0[i];
     }
     for (i = 0; i < nu; i++) {
-        m->x[nx + i] = u_prev[i];
+        m->x[nx + i] = 0.0f;
     }
     /* primal start: hold the inputs. Starting from the previous plan shifted one step
      * saved no iterations on average (an interior-point method restarts its slacks anyway)
@@ -1135,7 +1154,7 @@ tp_mpc_status_t tp_mpc_solve(tp_mpc_t *m, const tp_float *x0, const tp_float *u_
         m->v[i] = 0.0f;
         m->vbest[i] = 0.0f;
     }
-    setup_rows(m);
+    setup_rows(m, u_prev);
     rollout(m);
     row_values(m, m->x, m->v, m->hv);
     {
@@ -1149,17 +1168,17 @@ tp_mpc_status_t tp_mpc_solve(tp_mpc_t *m, const tp_float *x0, const tp_float *u_
 
     m->iterations = 0;
     for (it = 0;; it++) {
-        tp_float rp, rd, mu, hmax, gmax, lmax, comp, merit, scale;
+        tp_float rp, rd, mu, hmax, gmax, lmax, comp, merit, scale, rsoft;
         tp_float alpha, mu_aff, sigma, smu, gap, pmin, mu_floor;
         int32_t count = prepare(m, &rp, &mu, &hmax, &gmax, &comp);
-        dual_residual(m, &rd, &lmax);
+        dual_residual(m, &rd, &lmax, &rsoft);
         m->res_primal = rp;
         m->res_dual = rd;
         m->mu = comp;
         m->iterations = it;
         /* progress: each residual over its tolerance, the largest (<= 1: converged) */
         scale = maxf(gmax, lmax);
-        merit = maxf(rp / (m->tol * hmax),
+        merit = maxf(maxf(rp / (m->tol * hmax), rsoft / m->tol),
                      maxf(rd / (m->tol * scale), comp / (TP_MU_TOL * m->tol * scale * hmax)));
         TRACE("it %2d rp %.2e rd %.2e mu %.2e comp %.2e merit %.2e g %.1e l %.1e h %.1e v0 %.5f\n",
               it, rp, rd, mu, comp, merit, gmax, lmax, hmax, m->v[0]);
