@@ -29,6 +29,9 @@
 #ifndef TP_RUNAWAY
 #define TP_RUNAWAY 1e3f /* the iterate has run away when its merit is this times the best */
 #endif
+#ifndef TP_NEAR
+#define TP_NEAR 100.0f /* run-away is judged once the best merit is this close to 1 */
+#endif
 #ifndef TP_LAM0
 #define TP_LAM0 0.1f /* first multipliers: this fraction of the cost gradient */
 #endif
@@ -1196,11 +1199,12 @@ tp_mpc_status_t tp_mpc_solve(tp_mpc_t *m, const tp_float *x0, const tp_float *u_
             m->warm = 1;
             return finish(m, u_prev, TP_MPC_SOLVED, 0);
         }
-        /* float32 ends the progress when the barrier weights outgrow its precision: the
-         * directions turn inaccurate and the iterate runs away from the best one, or the
+        /* float32 ends the progress when the barrier weights outgrow its precision: near
+         * the solution the directions turn inaccurate and the iterate runs away from the
+         * best one (early iterates may raise the merit as its scales settle), or the
          * factorisation breaks down. The best iterate is then the plan, and the status
          * says that the tolerance was not reached. */
-        if (it >= m->max_iter || merit > TP_RUNAWAY * best) {
+        if (it >= m->max_iter || (best <= TP_NEAR && merit > TP_RUNAWAY * best)) {
             break;
         }
         if (!factorise(m)) {
