@@ -153,8 +153,8 @@ class MPC:
 
     @property
     def residuals(self):
-        """(primal, dual) max-norm residuals of the last step (unscaled). The dual residual
-        costs a backward pass and is computed only near convergence (1e29 before)."""
+        """(primal, dual) max-norm residuals of the last iterate of the last step (unscaled;
+        the move is the best iterate's, which is the last one when the step is solved)."""
         return float(self._m.res_primal), float(self._m.res_dual)
 
     def predicted(self):
