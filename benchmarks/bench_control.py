@@ -14,6 +14,9 @@ what each solver is given agree to 1e-9) and are compared at matched first-move 
   can shift them), the C core starts every step from the held input (its interior-point
   method gains nothing from a warm start);
 - cold starts: ``--cold`` random feasible problems, every solver reset before each;
+- time per step is the calling thread's CPU time (``time.thread_time_ns``), for every
+  solver alike: on a shared machine wall time also counts other jobs' time slices, which
+  land far more often inside a long solve than inside a short one;
 - time per step at two levels (each solver's compiled call, and its public Python API),
   ``--repeats`` times; median, p99 and max per repeat, iterations, budget hits (steps that
   stopped without the solver's convergence test passing).
@@ -262,10 +265,10 @@ def pid_rates():
     c.tf_s, c.rate_max = 1.0, 0.5
     n = 200000
     step = lib.tp_pid_step
-    t0 = time.perf_counter()
+    t0 = time.thread_time()
     for _ in range(n):
         step(c, 25.0, 20.0, 0.5, 0.0, 0.0, 0)
-    c_rate = n / (time.perf_counter() - t0)
+    c_rate = n / (time.thread_time() - t0)
 
     stub = types.ModuleType("micropython")
     stub.const = lambda x: x
@@ -277,10 +280,10 @@ def pid_rates():
     finally:
         sys.path.pop(0)
     pid = PIDPy(0.4, 0.05, 0.2, tf_s=1.0, rate_max=0.5)
-    t0 = time.perf_counter()
+    t0 = time.thread_time()
     for _ in range(n):
         pid.update(25.0, 20.0, 0.5)
-    cpy_rate = n / (time.perf_counter() - t0)
+    cpy_rate = n / (time.thread_time() - t0)
 
     mp = Path(sys.executable).parent / "micropython"
     with tempfile.TemporaryDirectory() as tmp:
