@@ -113,7 +113,8 @@ _DTC_TAU = 30.0  # s, averaging of the coolant's change across the pack for the 
 # beyond what its stated noise can give: 0.7 K plus 3 noise bands per reading, filtered over
 # 5 s (a pack walked at random by 0.4 K a tick with 0.3 K of scatter, far rougher than a
 # real one, stays under 0.75). A cell group's rate estimate would otherwise read scatter as a
-# runaway: 2 K of scatter is found in 4 s, before the rate alarm's 3 s.
+# runaway: 2 K of scatter is found in 4-6 s, before the alarm (its first seconds may raise the
+# warning).
 _ROUGH_K = 0.7
 _ROUGH_N = 3.0
 # the supervisor's sensor faults: while one is latched, a group whose probe failed stays out
