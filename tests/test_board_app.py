@@ -402,7 +402,8 @@ def test_fault_commands_list_and_reset_from_the_cli(board, session):
             timeout=60,
         )
 
-    # each CLI call takes a while between two HIL frames: no host_lost for that here
+    # the rig pauses while each CLI command starts (a second or more on a loaded machine):
+    # without a longer host timeout the board would latch host_lost in between
     session.param_set("hil.timeout_s", 60.0)
     bench = Bench(session, session_board(session), WIRING)
     bench.step(5)

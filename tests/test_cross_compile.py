@@ -40,7 +40,9 @@ def test_target_builds_and_reports_size(report, target):
     text, data, bss, workspace = (int(g) for g in m.groups())
     assert 1000 < text < 32768  # PID + MPC code fits a small flash budget
     assert data == 0 and bss == 0  # no hidden state: every struct is the caller's
-    assert 0 < workspace < 16384  # one PID + one MPC workspace at the #define limits
+    # one PID + one MPC workspace at the #define limits (nx 8, nu 3, ny 8, N 30): the
+    # interior-point solver keeps slacks, multipliers and a Riccati factor per stage
+    assert 0 < workspace < 40960
 
 
 def test_script_treats_warnings_as_errors():

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from vm_driver import run_micropython
 
-from thermopilot.host.control import PID
+from thermopilot.host.control.pid import PID
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,7 +1,16 @@
-# MPC step for the board: the ADMM iteration of firmware/native/tp_mpc.c in MicroPython.
-# The host builds the model blob (thermopilot.host.control.mpc_precompute); the board only
-# iterates. When the board has the C core (the `tpcore` native module, see core.py), MPC
-# runs the C solver on a preallocated workspace; otherwise it runs this MicroPython version.
+# MPC step for the board. The host builds the model blob
+# (thermopilot.host.control.design.mpc_precompute); the board only iterates.
+#
+# With the C core (the `tpcore` native module, see core.py), MPC runs the C core: the full
+# QP (every move over the horizon) solved by an interior-point method on a preallocated
+# workspace.
+#
+# Without it, MPCPy solves the move-blocked condensed QP that the host put in the same
+# blob: the input is held over nb blocks (the first one step long), so the decision is
+# nb * nu block inputs, and the soft output limits are checked at the end of each block.
+# The host precomputed its matrices and the inverse that ADMM needs, so a step is a few
+# small dense products per iteration within a fixed budget (fb_iter), warm-started from
+# the previous step. It allocates its buffers once; layout: tpfw/mpc_blob.py (generated).
 
 import struct
 from array import array
@@ -9,6 +18,7 @@ from array import array
 import micropython
 from micropython import const
 
+from . import mpc_blob
 from .core import tpcore
 
 try:
@@ -16,15 +26,14 @@ try:
 except ImportError:
     _crc32 = None
 
-_MAGIC = b"TPMC"
-_VERSION = const(1)
-_HDR = const(20)
 SOLVED = const(0)
 MAX_ITER = const(1)
 INFEASIBLE = const(2)
 BAD_INPUT = const(3)
 NUMERIC = const(4)
 _BIG = 1e30
+_LIM = 1e29  # a limit at or beyond this is "no limit"
+_TOL = 1e-6  # early exit: residuals below this (rows' units); the budget usually ends first
 
 
 def _crc(data, crc=0):
@@ -38,22 +47,53 @@ def _crc(data, crc=0):
     return ~crc & 0xFFFFFFFF
 
 
+def _header(blob):
+    if len(blob) < mpc_blob.HEADER_BYTES or blob[0:4] != mpc_blob.MAGIC:
+        raise ValueError("not an MPC blob")
+    version, nx, nu, nd, ny, n, nb, plen, crc = struct.unpack_from(mpc_blob.HEADER_FORMAT, blob, 4)
+    if version != mpc_blob.VERSION:
+        raise ValueError("MPC blob version %d, expected %d" % (version, mpc_blob.VERSION))
+    if len(blob) != mpc_blob.HEADER_BYTES + plen:
+        raise ValueError(
+            "MPC blob length %d, expected %d" % (len(blob), mpc_blob.HEADER_BYTES + plen)
+        )
+    mv = memoryview(blob)
+    if _crc(mv[mpc_blob.HEADER_BYTES :], _crc(mv[0:16])) != crc:
+        raise ValueError("MPC blob CRC mismatch")
+    if not (1 <= nx and 1 <= nu and 1 <= n and 1 <= nb <= n):
+        raise ValueError("MPC blob dimensions invalid")
+    count = len(mpc_blob.SETTINGS)
+    for _, size in mpc_blob.model_fields(nx, nu, nd, ny, n, nb):
+        count += size
+    for _, size in mpc_blob.fallback_fields(nx, nu, nd, ny, n, nb):
+        count += size
+    if plen != 4 * count:
+        raise ValueError("MPC blob payload %d bytes, expected %d" % (plen, 4 * count))
+    return nx, nu, nd, ny, n, nb, mv[mpc_blob.HEADER_BYTES :]
+
+
 def parse_blob(blob):
     """Check a model blob; return (nx, nu, nd, ny, n, payload memoryview)."""
-    if len(blob) < _HDR or blob[0:4] != _MAGIC:
-        raise ValueError("not an MPC blob")
-    version, nx, nu, nd, ny, n = struct.unpack_from("<HBBBBB", blob, 4)
-    if version != _VERSION:
-        raise ValueError("MPC blob version %d, expected %d" % (version, _VERSION))
-    plen, crc = struct.unpack_from("<II", blob, 12)
-    if len(blob) != _HDR + plen:
-        raise ValueError("MPC blob length %d, expected %d" % (len(blob), _HDR + plen))
-    mv = memoryview(blob)
-    if _crc(mv[_HDR:], _crc(mv[0:16])) != crc:
-        raise ValueError("MPC blob CRC mismatch")
-    if not (1 <= nx and 1 <= nu and 1 <= n):
-        raise ValueError("MPC blob dimensions invalid")
-    return nx, nu, nd, ny, n, mv[_HDR:]
+    nx, nu, nd, ny, n, _, pay = _header(blob)
+    return nx, nu, nd, ny, n, pay
+
+
+def _fields(blob):
+    # every field of the blob as array('f') (little-endian float32 on every target)
+    nx, nu, nd, ny, n, nb, pay = _header(blob)
+    f = array("f", bytes(pay))
+    out = {}
+    pos = 0
+    for name, size in mpc_blob.model_fields(nx, nu, nd, ny, n, nb):
+        out[name] = f[pos : pos + size]
+        pos += size
+    for name in mpc_blob.SETTINGS:
+        out[name] = f[pos]
+        pos += 1
+    for name, size in mpc_blob.fallback_fields(nx, nu, nd, ny, n, nb):
+        out[name] = f[pos : pos + size]
+        pos += size
+    return (nx, nu, nd, ny, n, nb), out
 
 
 @micropython.native
@@ -66,250 +106,178 @@ def _clamp(x, lo, hi):
 
 
 class MPCPy:
-    """MPC step in MicroPython; same algorithm and results as tp_mpc_solve."""
+    """MPC step in MicroPython: the move-blocked condensed QP, ADMM with a fixed budget."""
 
     def __init__(self, blob):
-        nx, nu, nd, ny, n, pay = parse_blob(blob)
-        nxa = nx + nu
-        ng = ny + nu
-        self.nx, self.nu, self.nd, self.ny, self.n, self.nxa, self.ng = nx, nu, nd, ny, n, nxa, ng
-        f = array("f", bytes(pay))  # little-endian float32 on every ThermoPilot target
-        pos = 0
-        sizes = (
-            ("rho_v", nu),
-            ("rho_g", ng),
-            ("A", nxa * nxa),
-            ("B", nxa * nu),
-            ("E", nx * nd),
-            ("K", nu * nxa),
-            ("P", nxa * nxa),
-            ("Quu_inv", nu * nu),
-            ("AmBKt", nxa * nxa),
-            ("Qa", nxa * nxa),
-            ("PN", nxa * nxa),
-            ("S", nu * nu),
-            ("C", ny * nx),
-            ("u_min", nu),
-            ("u_max", nu),
-            ("du_min", nu),
-            ("du_max", nu),
-            ("y_min", ny),
-            ("y_max", ny),
-            ("w_lin", ny),
-            ("w_quad", ny),
-        )
-        for name, size in sizes:
-            setattr(self, name, f[pos : pos + size])
-            pos += size
-        self.max_iter = int(f[pos])
-        self.tol_primal = f[pos + 1]
-        self.tol_dual = f[pos + 2]
-        self.alpha = f[pos + 3]
-        if pos + 4 != len(f):
-            raise ValueError("MPC blob payload size mismatch")
-        for i in range(nxa):
-            for j in range(nu):
-                want = self.A[i * nxa + nx + j] if i < nx else (1.0 if i - nx == j else 0.0)
-                if self.B[i * nu + j] != want:
-                    raise ValueError("MPC blob model is not [[A, B], [0, I]], [B; I]")
-            for j in range(nxa if i >= nx else 0):
-                if self.A[i * nxa + j] != (1.0 if i == j else 0.0):
-                    raise ValueError("MPC blob model is not [[A, B], [0, I]], [B; I]")
+        dims, f = _fields(blob)
+        nx, nu, nd, ny, n, nb = dims
+        nv = nb * nu
+        nth = 2 * nx + 2 * nu + nd
+        self.nx, self.nu, self.nd, self.ny, self.n, self.nb = nx, nu, nd, ny, n, nb
+        self.nv, self.nth = nv, nth
+        for name in ("u_min", "u_max", "du_min", "du_max", "y_min", "y_max", "w_lin", "w_quad"):
+            setattr(self, name, f[name])
+        self.kinv, self.F, self.gy, self.phi = f["fb_kinv"], f["fb_f"], f["fb_gy"], f["fb_phi"]
+        self.rho = f["fb_rho"]
+        self.max_iter = int(f["fb_iter"][0])
+        self.alpha = f["fb_alpha"][0]
+        # output rows that have a limit (the others take no part)
+        rows = []
+        for b in range(nb):
+            for i in range(ny):
+                if self.y_min[i] > -_LIM or self.y_max[i] < _LIM:
+                    rows.append(b * ny + i)
+        self.yrows = array("H", rows)
+        nr = 2 * nv + len(rows)
+        self.nr = nr
         # workspace, made once
-        self.x = array("f", bytes(4 * (n + 1) * nxa))
-        self.v = array("f", bytes(4 * n * nu))
-        self.dff = array("f", bytes(4 * n * nu))
-        self.p = array("f", bytes(4 * (n + 1) * nxa))
-        self.zv = array("f", bytes(4 * n * nu))
-        self.yv = array("f", bytes(4 * n * nu))
-        self.zg = array("f", bytes(4 * n * ng))
-        self.yg = array("f", bytes(4 * n * ng))
-        self.c = array("f", bytes(4 * nxa))
-        self.Pc = array("f", bytes(4 * nxa))
-        self.qref = array("f", bytes(4 * nxa))
-        self.pref = array("f", bytes(4 * nxa))
-        self._t = array("f", bytes(4 * nxa))
-        self._r = array("f", bytes(4 * nu))
-        self._w = array("f", bytes(4 * nu))
-        self._g = array("f", bytes(4 * ng))
+        self.theta = array("f", bytes(4 * nth))
+        self.q = array("f", bytes(4 * nv))
+        self.yoff = array("f", bytes(4 * nb * ny))
+        self.U = array("f", bytes(4 * nv))
+        self.rhs = array("f", bytes(4 * nv))
+        self.z = array("f", bytes(4 * nr))
+        self.y = array("f", bytes(4 * nr))
+        self.h = array("f", bytes(4 * nr))
+        self.lo = array("f", bytes(4 * nr))
+        self.hi = array("f", bytes(4 * nr))
         self.u0 = array("f", bytes(4 * nu))
         self.status = SOLVED
         self.iterations = 0
         self.res_primal = 0.0
         self.res_dual = 0.0
-        self.warm = False
 
     def reset(self):
         """Forget the warm start."""
-        for a in (self.v, self.zv, self.yv, self.zg, self.yg):
+        for a in (self.z, self.y, self.U):
             for i in range(len(a)):
                 a[i] = 0.0
-        self.warm = False
 
-    def _gt_dual(self, base, yg, zg, off, out, out_off):
-        # out[out_off:] = base + rho * G' (yg - zg) at constraint block `off`
-        nx, ny, nu, C, rho = self.nx, self.ny, self.nu, self.C, self.rho_g
-        for j in range(nx):
+    @micropython.native
+    def _setup(self, u_prev):
+        # q = F theta, output offsets, row limits of this step
+        nv, nth, nu, ny = self.nv, self.nth, self.nu, self.ny
+        F, phi, th, q, yoff = self.F, self.phi, self.theta, self.q, self.yoff
+        lo, hi = self.lo, self.hi
+        for i in range(nv):
             s = 0.0
-            for i in range(ny):
-                s += C[i * nx + j] * (rho[i] * (yg[off + i] - zg[off + i]))
-            out[out_off + j] = base[j] + s
-        for i in range(nu):
-            out[out_off + nx + i] = base[nx + i] + rho[ny + i] * (
-                yg[off + ny + i] - zg[off + ny + i]
-            )
-
-    # the three passes run as native code: best of 8 runs on the unix VM, 1618 -> 1291 us
-    # per ADMM iteration on the benchmark problem (floats stay boxed either way)
-    @micropython.native
-    def _backward(self):
-        n, nu, nxa, ng = self.n, self.nu, self.nxa, self.ng
-        p, Pc, t, r, g = self.p, self.Pc, self._t, self._r, self._g
-        B, K, AmBKt, Quu_inv, dff = self.B, self.K, self.AmBKt, self.Quu_inv, self.dff
-        yv, zv, rho_v = self.yv, self.zv, self.rho_v
-        self._gt_dual(self.pref, self.yg, self.zg, (n - 1) * ng, p, n * nxa)
-        for k in range(n - 1, -1, -1):
-            o1 = (k + 1) * nxa
-            for i in range(nxa):
-                t[i] = p[o1 + i] + Pc[i]
-            for i in range(nu):
-                s = rho_v[i] * (yv[k * nu + i] - zv[k * nu + i])
-                r[i] = s
-                for j in range(nxa):
-                    s += B[j * nu + i] * t[j]
-                g[i] = s
-            for i in range(nu):
-                s = 0.0
-                for j in range(nu):
-                    s += Quu_inv[i * nu + j] * g[j]
-                dff[k * nu + i] = s
-            if k >= 1:
-                ok = k * nxa
-                self._gt_dual(self.qref, self.yg, self.zg, (k - 1) * ng, p, ok)
-                for i in range(nxa):
-                    s = 0.0
-                    for j in range(nxa):
-                        s += AmBKt[i * nxa + j] * t[j]
-                    for j in range(nu):
-                        s -= K[j * nxa + i] * r[j]
-                    p[ok + i] += s
+            o = i * nth
+            for j in range(nth):
+                s += F[o + j] * th[j]
+            q[i] = s
+        for r in self.yrows:
+            s = 0.0
+            o = r * nth
+            for j in range(nth):
+                s += phi[o + j] * th[j]
+            yoff[r] = s
+        for i in range(nv):
+            k = i % nu
+            lo[i] = self.u_min[k]
+            hi[i] = self.u_max[k]
+            lo[nv + i] = self.du_min[k] + (u_prev[k] if i < nu else 0.0)
+            hi[nv + i] = self.du_max[k] + (u_prev[k] if i < nu else 0.0)
+        j = 2 * nv
+        for r in self.yrows:
+            lo[j] = self.y_min[r % ny]
+            hi[j] = self.y_max[r % ny]
+            j += 1
 
     @micropython.native
-    def _forward(self):
-        # Aa = [[A, B], [0, I]], Ba = [B; I] (checked in parse): the next input is u + v and
-        # only the plant rows need a product
-        n, nx, nu, nxa = self.n, self.nx, self.nu, self.nxa
-        x, v, dff, K, A, c, w = self.x, self.v, self.dff, self.K, self.A, self.c, self._w
-        for k in range(n):
-            ox = k * nxa
-            ov = k * nu
-            o1 = ox + nxa
-            for i in range(nu):
-                s = -dff[ov + i]
-                for j in range(nxa):
-                    s -= K[i * nxa + j] * x[ox + j]
-                v[ov + i] = s
-                s += x[ox + nx + i]
-                w[i] = s
-                x[o1 + nx + i] = s
-            for i in range(nx):
-                s = c[i]
-                for j in range(nx):
-                    s += A[i * nxa + j] * x[ox + j]
-                for j in range(nu):
-                    s += A[i * nxa + nx + j] * w[j]
-                x[o1 + i] = s
-
-    @micropython.native
-    def _project(self):
-        n, nx, nu, ny, nxa, ng = self.n, self.nx, self.nu, self.ny, self.nxa, self.ng
-        v, zv, yv, zg, yg, x, g, C = (
-            self.v,
-            self.zv,
-            self.yv,
-            self.zg,
-            self.yg,
-            self.x,
-            self._g,
-            self.C,
-        )
-        du_min, du_max, u_min, u_max = self.du_min, self.du_max, self.u_min, self.u_max
-        y_min, y_max, w_lin, w_quad = self.y_min, self.y_max, self.w_lin, self.w_quad
-        rho_g = self.rho_g
+    def _iterate(self):
+        nv, nu, nr = self.nv, self.nu, self.nr
+        kinv, gy, rho, q = self.kinv, self.gy, self.rho, self.q
+        U, rhs, z, y, h, lo, hi = self.U, self.rhs, self.z, self.y, self.h, self.lo, self.hi
+        yoff, yrows, ny = self.yoff, self.yrows, self.ny
         alpha = self.alpha
         beta = 1.0 - alpha
+        # rhs = M' diag(rho) (z - y - c) - q; rows: inputs U, moves D U, outputs Gy U + yoff
+        for i in range(nv):
+            rhs[i] = rho[i] * (z[i] - y[i]) - q[i]
+        for i in range(nv):
+            w = rho[nv + i] * (z[nv + i] - y[nv + i])
+            rhs[i] += w
+            if i >= nu:
+                rhs[i - nu] -= w
+        j = 2 * nv
+        for r in yrows:
+            w = rho[2 * nv + r] * (z[j] - y[j] - yoff[r])
+            o = r * nv
+            for i in range(nv):
+                rhs[i] += gy[o + i] * w
+            j += 1
+        for i in range(nv):
+            s = 0.0
+            o = i * nv
+            for k in range(nv):
+                s += kinv[o + k] * rhs[k]
+            U[i] = s
+        # row values, relaxation, projection (soft outputs: prox of the slack penalty)
+        for i in range(nv):
+            h[i] = U[i]
+            h[nv + i] = U[i] - (U[i - nu] if i >= nu else 0.0)
+        j = 2 * nv
+        for r in yrows:
+            s = yoff[r]
+            o = r * nv
+            for i in range(nv):
+                s += gy[o + i] * U[i]
+            h[j] = s
+            j += 1
         rp = 0.0
         rd = 0.0
-        zmax = 1.0
-        for k in range(n):
-            for i in range(nu):
-                a = k * nu + i
-                vi = v[a]
-                vh = alpha * vi + beta * zv[a]
-                zn = _clamp(vh + yv[a], du_min[i], du_max[i])
-                e = abs(vi - zn)
-                if e > rp:
-                    rp = e
-                e = abs(zn - zv[a])
-                if e > rd:
-                    rd = e
-                yv[a] += vh - zn
-                zv[a] = zn
-                e = abs(zn)
-                if e > zmax:
-                    zmax = e
-            ox = (k + 1) * nxa
-            for i in range(ny):
-                s = 0.0
-                for j in range(nx):
-                    s += C[i * nx + j] * x[ox + j]
-                g[i] = s
-            for i in range(nu):
-                g[ny + i] = x[ox + nx + i]
-            for i in range(ng):
-                a = k * ng + i
-                gh = alpha * g[i] + beta * zg[a]
-                w = gh + yg[a]
-                if i < ny:
-                    lo = y_min[i]
-                    hi = y_max[i]
-                    rho = rho_g[i]
-                    den = rho + w_quad[i]
-                    if w > hi:
-                        zn = (rho * w - w_lin[i] + w_quad[i] * hi) / den
-                        if zn < hi:
-                            zn = hi
-                    elif w < lo:
-                        zn = (rho * w + w_lin[i] + w_quad[i] * lo) / den
-                        if zn > lo:
-                            zn = lo
+        for j in range(nr):
+            hj = alpha * h[j] + beta * z[j]
+            w = hj + y[j]
+            lo_j = lo[j]
+            hi_j = hi[j]
+            if j >= 2 * nv:
+                r = yrows[j - 2 * nv]
+                k = r % ny
+                rj = rho[2 * nv + r]
+                if rj <= 0.0:
+                    zn = w
+                else:
+                    den = rj + self.w_quad[k]
+                    if w > hi_j:
+                        zn = (rj * w - self.w_lin[k] + self.w_quad[k] * hi_j) / den
+                        if zn < hi_j:
+                            zn = hi_j
+                    elif w < lo_j:
+                        zn = (rj * w + self.w_lin[k] + self.w_quad[k] * lo_j) / den
+                        if zn > lo_j:
+                            zn = lo_j
                     else:
                         zn = w
-                else:
-                    zn = _clamp(w, u_min[i - ny], u_max[i - ny])
-                e = abs(g[i] - zn)
-                if e > rp:
-                    rp = e
-                e = abs(zn - zg[a])
-                if e > rd:
-                    rd = e
-                yg[a] += gh - zn
-                zg[a] = zn
-                e = abs(zn)
-                if e > zmax:
-                    zmax = e
+            else:
+                zn = w
+                if zn < lo_j:
+                    zn = lo_j
+                elif zn > hi_j:
+                    zn = hi_j
+            e = abs(h[j] - zn)
+            if e > rp:
+                rp = e
+            e = abs(zn - z[j])
+            if e > rd:
+                rd = e
+            y[j] = w - zn
+            z[j] = zn
         self.res_primal = rp
         self.res_dual = rd
-        self._zmax = zmax
 
     def solve(self, x0, u_prev, d, x_ref, u_ref):
         """One MPC step; the move is in self.u0, the status is returned."""
-        nx, nu, nd, nxa, ng, n = self.nx, self.nu, self.nd, self.nxa, self.ng, self.n
+        nu = self.nu
+        th = self.theta
+        k = 0
         for seq in (x0, u_prev, d, x_ref, u_ref):
             for val in seq:
                 if not (-_BIG < val < _BIG):
                     self.status = BAD_INPUT
                     return BAD_INPUT
+                th[k] = val
+                k += 1
         u_min, u_max, du_min, du_max = self.u_min, self.u_max, self.du_min, self.du_max
         infeasible = False
         for i in range(nu):
@@ -324,41 +292,10 @@ class MPCPy:
             self.iterations = 0
             self.status = INFEASIBLE
             return INFEASIBLE
-        if self.warm:
-            for a, w in ((self.zv, nu), (self.yv, nu), (self.zg, ng), (self.yg, ng)):
-                for i in range((n - 1) * w):
-                    a[i] = a[i + w]
-        c, E, P, Qa, PN = self.c, self.E, self.P, self.Qa, self.PN
-        xr = self._t
-        for i in range(nxa):
-            s = 0.0
-            if i < nx:
-                for j in range(nd):
-                    s += E[i * nd + j] * d[j]
-            c[i] = s
-            xr[i] = x_ref[i] if i < nx else u_ref[i - nx]
-        for i in range(nxa):
-            s = 0.0
-            sq = 0.0
-            sp = 0.0
-            for j in range(nxa):
-                s += P[i * nxa + j] * c[j]
-                sq += Qa[i * nxa + j] * xr[j]
-                sp += PN[i * nxa + j] * xr[j]
-            self.Pc[i] = s
-            self.qref[i] = -sq
-            self.pref[i] = -sp
-        x = self.x
-        for i in range(nx):
-            x[i] = x0[i]
-        for i in range(nu):
-            x[nx + i] = u_prev[i]
+        self._setup(u_prev)
         self.status = MAX_ITER
-        self.iterations = 0
         for it in range(1, self.max_iter + 1):
-            self._backward()
-            self._forward()
-            self._project()
+            self._iterate()
             self.iterations = it
             rp = self.res_primal
             rd = self.res_dual
@@ -368,18 +305,18 @@ class MPCPy:
                     self.u0[i] = _clamp(u_prev[i], u_min[i], u_max[i])
                 self.status = NUMERIC
                 return NUMERIC
-            if rp < self.tol_primal * self._zmax and rd < self.tol_dual * self._zmax:
+            if rp < _TOL and rd < _TOL:
                 self.status = SOLVED
                 break
         for i in range(nu):
-            self.u0[i] = _clamp(u_prev[i] + self.zv[i], u_min[i], u_max[i])
-        self.warm = True
+            u = _clamp(self.U[i], u_prev[i] + du_min[i], u_prev[i] + du_max[i])
+            self.u0[i] = _clamp(u, u_min[i], u_max[i])
         return self.status
 
 
 # tp_mpc_blob_status_t (firmware/native/tp_mpc.h), index = code
 _BLOB_ERRORS = ("ok", "bad length", "bad magic", "bad version", "bad dimensions", "bad CRC",
-                "model not [[A, B], [0, I]], [B; I]")  # fmt: skip
+                "non-finite values or settings out of range")  # fmt: skip
 
 
 class MPCNative:
