@@ -133,7 +133,8 @@ class RelayTuner:
     max_cycles : int
         Cycles after which a run that has not converged fails.
     tolerance : float
-        Relative spread ``(max - min) / median`` allowed among those cycles for both Ku and Pu.
+        Largest relative deviation from their median ``max|x - median| / median`` allowed
+        among those cycles, for both Ku and Pu.
 
     Notes
     -----
@@ -466,8 +467,8 @@ class RelayTuner:
             pu = np.array([c["pu_s"] for c in last])
             ok = all(np.isfinite(ku))
             if ok:
-                sku = np.ptp(ku) / np.median(ku)
-                spu = np.ptp(pu) / np.median(pu)
+                sku = np.max(np.abs(ku - np.median(ku))) / np.median(ku)
+                spu = np.max(np.abs(pu - np.median(pu))) / np.median(pu)
                 if sku <= self.tolerance and spu <= self.tolerance:
                     self._finish(last)
                     return
