@@ -132,6 +132,9 @@ class RelayTuner:
         Cycles (after the first) that must agree before the run ends (>= 2).
     max_cycles : int
         Cycles after which a run that has not converged fails.
+    bias : bool
+        Re-centre the relay on each cycle's mean output (default). False keeps the centre at
+        ``output_start`` (the plain relay, for comparison).
     tolerance : float
         Largest relative deviation from their median ``max|x - median| / median`` allowed
         among those cycles, for both Ku and Pu.
@@ -163,7 +166,9 @@ class RelayTuner:
         cycles=4,
         max_cycles=20,
         tolerance=0.1,
+        bias=True,
     ):
+        self.bias = bool(bias)
         self.setpoint = float(setpoint)
         if not math.isfinite(self.setpoint):
             raise TuneError("bad_input", "setpoint=%r: expected a finite number" % (setpoint,))
@@ -361,6 +366,7 @@ class RelayTuner:
         self._last_switch_t = t_s
         self._cycle_start = len(self.t) - 1
         self._half_start = t_s
+        self._e_half_start = self._error(y)
         return self._relay_output()
 
     def _error(self, y):
@@ -380,6 +386,7 @@ class RelayTuner:
         if switch:
             self._half.append(t_s - self._half_start)
             self._half_start = t_s
+            self._e_half_start = e
             self._high = not self._high
             if self._high:
                 self._end_cycle(t_s)
@@ -405,19 +412,24 @@ class RelayTuner:
                     ),
                 )
             if longest is None and held > 0.5 * self.max_duration_s:
+                away = abs(e) > abs(self._e_half_start) + 2.0 * h
                 return self._fail(
                     "no_oscillation",
-                    "the measurement stayed at %.6g, %s the setpoint %.6g -/+ hysteresis %.3g, "
-                    "for %.0f s with the output at %.3g: no oscillation; tune at a setpoint the "
-                    "plant reaches from output %.3g, or a larger amplitude"
+                    "the measurement %s %.6g, %s the setpoint %.6g -/+ hysteresis %.3g, "
+                    "for %.0f s with the output at %.3g: no oscillation; %s"
                     % (
+                        "moved away from the setpoint to" if away else "stayed at",
                         y,
                         "below" if (e > 0) != self.reverse else "above",
                         self.setpoint,
                         h,
                         held,
                         self._relay_output(),
-                        self.centre,
+                        "the output pushed it the other way: check the loop's direction "
+                        "(reverse = more output lowers the measurement)"
+                        if away
+                        else "tune at a setpoint the plant reaches from output %.3g, or with "
+                        "a larger amplitude" % self.centre,
                     ),
                 )
         return self._relay_output()
@@ -454,8 +466,8 @@ class RelayTuner:
                     }
                 )
                 # biased relay: the next cycle centres on this cycle's mean output
-                lo, hi = self.out_min, self.out_max
-                self.centre = min(max(mean_u, lo), hi)
+                if self.bias:
+                    self.centre = min(max(mean_u, self.out_min), self.out_max)
                 self._check_converged()
         self._switch_t.append(t_s)
 
