@@ -263,7 +263,18 @@ def run_lockstep(args, make_driver, what):
     sc["duration_s"] = settle + args.max_duration + 10.0
     the_rig = rig_mod.Rig(sc, seed=args.seed)
     info = {"scenario": sc["name"]}
-    with VirtualBoard(board=sc["board_path"], native=not getattr(args, "no_native", False)) as vb:
+    kw = {}
+    if getattr(args, "save", False):
+        # saved gains go to the flash that 'thermopilot vboard' keeps for this board
+        import pathlib
+
+        from thermopilot.hil.vboard import state_dir
+
+        kw["workdir"] = str(state_dir(pathlib.Path(sc["board_path"]).stem))
+        info["flash"] = kw["workdir"]
+    with VirtualBoard(
+        board=sc["board_path"], native=not getattr(args, "no_native", False), **kw
+    ) as vb:
         with Session(vb.port, timeout_s=args.timeout) as s:
             ident = s.hello()
             loops = s.loops()
