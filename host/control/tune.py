@@ -589,8 +589,9 @@ def fit_fopdt(t, u, y, ku=None, pu_s=None, reverse=False, fit_from_s=None):
     ku, pu_s : float or None
         The relay's ultimate gain and period, used for the starting guesses (phase crossover
         of a FOPDT at ``2 pi / pu_s`` with ``|G| = 1/ku``).
-    reverse : bool
-        True when more input lowers the output (the gain is then negative).
+    reverse : bool or None
+        True when more input lowers the output (the gain must come out negative), False
+        (positive), None (either sign).
     fit_from_s : float or None
         Only samples from this time on count in the fit; the earlier inputs still drive the
         model (its dead time and lag need their history).
@@ -630,9 +631,9 @@ def fit_fopdt(t, u, y, ku=None, pu_s=None, reverse=False, fit_from_s=None):
             dead = (math.pi - math.atan(w * tau)) / w
             guesses.append((k, tau, dead))
     else:
-        uspan = float(np.ptp(ug)) or 1.0
-        for m in (0.3, 1.0, 3.0):
-            guesses.append((float(np.ptp(yg)) / uspan * m, span / 10, span / 50))
+        for ft in (0.01, 0.05, 0.15, 0.4):
+            for fl in (0.002, 0.01, 0.04):
+                guesses.append((1.0, ft * span, fl * span))
     n_max = max(0.9 * span, 2 * dt)
 
     w0 = 0 if fit_from_s is None else int(np.searchsorted(tg, fit_from_s))
@@ -672,7 +673,7 @@ def fit_fopdt(t, u, y, ku=None, pu_s=None, reverse=False, fit_from_s=None):
     tau, dead = best.x
     theta, r = linear(best.x)
     k = float(theta[0])
-    if k * sign < 0:
+    if reverse is not None and k * sign < 0:
         raise ValueError(
             "the fitted gain %.3g has the sign opposite to the loop's direction (%s)"
             % (k, "reverse" if reverse else "direct")
