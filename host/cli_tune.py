@@ -206,6 +206,7 @@ class _TuneProgress:
         self.progress = None
         self.task = None
         self.last = 0.0
+        self.verb = "tune"
 
     def __enter__(self):
         if self.enabled and self.err.is_terminal:
@@ -228,7 +229,8 @@ class _TuneProgress:
             return
         self.last = now
         p = driver.exp.progress
-        text = "tune %s: %s, %.0f s, %d cycles" % (
+        text = "%s %s: %s, %.0f s, %d cycles" % (
+            self.verb,
             self.loop["name"],
             p["state"],
             p["elapsed_s"],
@@ -260,6 +262,11 @@ def run_lockstep(args, make_driver, what):
     # while the loop settles, its criteria not at all
     sc["setpoints"] = [s for s in sc["setpoints"] if s["t_s"] < settle]
     sc["criteria"] = []
+    if getattr(args, "steady", False):
+        # the plant's inputs held at their [inputs] values: the experiment sees only its own
+        # moves (no load profile, no injected faults)
+        sc["profile"] = []
+        sc["faults"] = []
     sc["duration_s"] = settle + args.max_duration + 10.0
     the_rig = rig_mod.Rig(sc, seed=args.seed)
     info = {"scenario": sc["name"]}
@@ -529,6 +536,179 @@ def _apply(args, driver, session, loop, outcome):
         outcome["saved"] = True
 
 
+# -- identify ------------------------------------------------------------------------------
+
+
+def cmd_identify(args):
+    from rich.console import Console
+
+    from .control import identify as idm
+    from .control.tune import TuneError
+
+    args.max_duration = args.hold + args.duration
+    _check_target(args)
+    if args.ts is not None and not args.ts > 0:
+        raise UserError("--ts %r: expected a sample time in s > 0" % args.ts)
+    err = Console(stderr=True)
+    holder = {}
+
+    def make_driver(session, loop, board_name):
+        holder["board"] = board_name
+        oq = loop["out_quantity"]
+        span = loop["out_max"] - loop["out_min"]
+        amp = user_value(args.amplitude, oq, "--amplitude", difference=True)
+        amp = 0.1 * span if amp is None else amp
+        band = user_value(args.band, loop["quantity"], "--band", difference=True)
+
+        def make(setpoint, u0, y):
+            lo, hi = loop["out_min"], loop["out_max"]
+            if amp > 0.5 * span:
+                raise UserError(
+                    "--amplitude %s is more than half the output range %s..%s of loop %s"
+                    % (units.fmt(amp, oq), units.fmt(lo, oq), units.fmt(hi, oq), loop["name"])
+                )
+            u0 = min(max(u0, lo + amp), hi - amp)
+            try:
+                return idm.StepTest(
+                    u0,
+                    amp,
+                    args.duration,
+                    out_min=lo,
+                    out_max=hi,
+                    signal=args.signal,
+                    clock_s=args.clock,
+                    band=math.inf if band is None else band,
+                    hold_s=args.hold,
+                    seed=args.seed,
+                )
+            except TuneError as exc:
+                raise UserError("identify loop %s: %s" % (loop["name"], exc)) from None
+
+        return ManualExperiment(
+            session,
+            loop,
+            make,
+            start_s=args.settle if args.scenario else 0.0,
+            on_progress=holder["progress"],
+        )
+
+    with _TuneProgress(err, {"name": args.loop}, not args.json) as prog:
+        prog.verb = "identify"
+        holder["progress"] = prog
+        t0 = time.monotonic()
+        if args.scenario:
+            driver, _res, info = run_lockstep(args, make_driver, "identification test")
+        else:
+            driver, _res, info = run_realtime(args, make_driver, "identification test")
+        wall = time.monotonic() - t0
+    test = driver.exp
+    loop = info["loop"]
+    if test is None:
+        raise UserError("loop %s: the test never started (no telemetry)" % loop["name"])
+    if test.state != "done":
+        msg = "identify loop %s failed (%s): %s; the loop %s" % (
+            loop["name"],
+            test.reason,
+            test.message,
+            "is held in its safe state by the board (fault %s)" % driver.fault
+            if driver.fault
+            else "is back in mode %s" % MODE_NAMES.get(driver.prev_mode, driver.prev_mode),
+        )
+        if args.json:
+            print(json.dumps({"ok": False, "reason": test.reason, "message": msg}))
+        else:
+            print("thermopilot: %s" % msg, file=sys.stderr)
+        return EXIT_FAILED
+    try:
+        m = idm.identify(
+            test.t,
+            test.us,
+            test.y,
+            order=args.order,
+            ts_s=args.ts,
+            tick_s=1.0 / loop["tick_hz"],
+            u0=test.u0,
+            signal=args.signal,
+        )
+    except TuneError as exc:
+        raise UserError("identify loop %s: %s" % (loop["name"], exc)) from None
+    channel = _actuator_channel(holder["board"], loop)
+    obj = idm.model_to_dict(
+        m,
+        loop["name"],
+        info.get("board"),
+        "out.%d" % channel if channel is not None else "out.%s" % loop["name"],
+        "loop.%s.measurement" % loop["name"],
+        units.SI_UNIT.get(loop["quantity"], ""),
+        loop["out_min"],
+        loop["out_max"],
+    )
+    out_path = args.out or "model_%s.json" % loop["name"]
+    idm.save_model(out_path, obj)
+    plot_path = None
+    if not args.no_plot:
+        plot_path = args.plot or out_path.rsplit(".", 1)[0] + ".png"
+        q = loop["quantity"]
+        idm.plot_fit(
+            plot_path,
+            m,
+            "loop %s: %s test, model vs data" % (loop["name"], args.signal),
+            y_label="%s, %s" % (q, units.shown_unit(q)),
+            y_offset=units.display(0.0, q),
+        )
+    fit = m["fit"]
+    fop = m["fopdt"]
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "ok": True,
+                    "model": out_path,
+                    "plot": plot_path,
+                    "ts_s": m["ts_s"],
+                    "nx": int(m["A"].shape[0]),
+                    "fopdt": fop,
+                    "fit": fit,
+                    "wall_s": wall,
+                },
+                indent=2,
+            )
+        )
+        return 0
+    print(
+        "loop %s: %s test of %.0f s (%.1f s wall); FOPDT gain %.4g, lag %.1f s, dead time %.1f s"
+        % (
+            loop["name"],
+            args.signal,
+            args.duration,
+            wall,
+            fop["gain"],
+            fop["tau_s"],
+            fop["dead_s"],
+        )
+    )
+    print(
+        "state-space model: %d states at Ts %.3g s; NRMSE %.3f on the held-out third "
+        "(%.3f on the fitted part)"
+        % (m["A"].shape[0], m["ts_s"], fit["nrmse_validation"], fit["nrmse_train"])
+    )
+    print("model: %s%s" % (out_path, "; plot: %s" % plot_path if plot_path else ""))
+    return 0
+
+
+def _actuator_channel(board_name, loop):
+    from thermopilot.hil import resources
+
+    try:
+        board = resources.load_board(board_name)
+    except (OSError, ValueError, KeyError):
+        return None
+    for lp in board.get("loops", []):
+        if lp.get("name") == loop["name"]:
+            return lp.get("actuators", {}).get("out")
+    return None
+
+
 def _check_target(args):
     if bool(args.port) == bool(args.scenario):
         raise UserError(
@@ -572,6 +752,28 @@ def register(sub, port_arg, json_arg):
     json_arg(p)
     p.set_defaults(func=cmd_tune)
 
+    p = sub.add_parser(
+        "identify",
+        help="step or PRBS test of a loop, FOPDT and state-space model for mpc design",
+    )
+    p.add_argument("loop", help="loop name (thermopilot info lists them)")
+    _target_args(p, port_arg)
+    p.add_argument("--signal", choices=("step", "prbs"), default="step", help="test signal")
+    p.add_argument(
+        "--amplitude", help="output move in the output's unit (default 10%% of its range)"
+    )
+    p.add_argument("--duration", type=float, default=600.0, help="test length, s (default 600)")
+    p.add_argument("--clock", type=float, default=20.0, help="PRBS bit time, s (default 20)")
+    p.add_argument("--band", help="abort when the measurement moves more than this from start")
+    p.add_argument("--hold", type=float, default=30.0, help="hold before the first move, s")
+    p.add_argument("--order", type=int, choices=(1, 2), default=2, help="model poles (2)")
+    p.add_argument("--ts", type=float, default=None, help="model sample time, s (default: auto)")
+    p.add_argument("--out", help="model file (default model_LOOP.json)")
+    p.add_argument("--plot", help="plot file (default: the model's name with .png)")
+    p.add_argument("--no-plot", action="store_true", help="no plot")
+    json_arg(p)
+    p.set_defaults(func=cmd_identify)
+
 
 def _target_args(p, port_arg):
     port_arg(p, required=False)
@@ -586,6 +788,12 @@ def _target_args(p, port_arg):
         help="lockstep: s the loop runs as the scenario has it before the experiment",
     )
     p.add_argument("--seed", type=int, default=1, help="lockstep: sensor noise seed")
+    p.add_argument(
+        "--steady",
+        action="store_true",
+        help="lockstep: hold the plant's inputs at the scenario's [inputs] (no profiles, no "
+        "faults), so the experiment sees only its own moves",
+    )
     p.add_argument(
         "--direction",
         choices=("reverse", "direct"),
