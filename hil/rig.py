@@ -136,6 +136,9 @@ class Rig:
         self._last_inputs = {}
         self.interrupted = False
         self.frames_dropped = 0
+        #: called after every recorded row as on_tick(rig, t_s, loop_values, fault_bits); a
+        #: true return ends the run there (host-side experiments such as a relay autotune)
+        self.on_tick = None
 
     # -- hooks the faults use ----------------------------------------------------------------
     def sensor(self, ch):
@@ -489,6 +492,8 @@ class Rig:
                     row += lv
                 rows.append(row)
                 if k == n_steps:
+                    break
+                if self.on_tick is not None and self.on_tick(self, t_s, loop_vals, faults_bits):
                     break
                 for f in ramps:
                     f.tick(self, t_s)

@@ -247,9 +247,10 @@ def build_parser():
     p.add_argument("shell", choices=["bash", "zsh", "fish", "tcsh", "powershell"])
     p.set_defaults(func=cmd_completion)
 
-    from . import cli_hil
+    from . import cli_hil, cli_tune
 
     cli_hil.register(sub, port_arg)
+    cli_tune.register(sub, port_arg, json_arg)
     return ap
 
 
