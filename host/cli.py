@@ -250,6 +250,9 @@ def build_parser():
     from . import cli_hil
 
     cli_hil.register(sub, port_arg)
+    from . import cli_mpc
+
+    cli_mpc.register(sub)
     return ap
 
 

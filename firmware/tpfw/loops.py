@@ -26,6 +26,7 @@ from .supervisor import elapsed
 
 REGISTRY = {
     "pid": "ctl_pid",
+    "mpc": "ctl_mpc",
 }
 
 _NO_T = const(-1)
