@@ -92,6 +92,21 @@ def _split(data):
     return data[:n], ts_s
 
 
+class _Native(mpc.MPCNative):
+    """mpc.MPCNative on a workspace the caller owns (reused from one blob to the next)."""
+
+    def __init__(self, blob, ws):
+        nx, nu, nd, ny, n, _ = mpc.parse_blob(blob)
+        self.nx, self.nu, self.nd, self.ny, self.n = nx, nu, nd, ny, n
+        self._ws = ws
+        st = mpc.tpcore.mpc_load(ws, blob)
+        if st:
+            raise ValueError("MPC blob refused by the C core: code %d" % st)
+        self.u0 = array("f", bytes(4 * nu))
+        self._info = array("f", bytes(4 * 3))
+        self.status = mpc.SOLVED
+
+
 class MpcLoop(PidLoop):
     KIND = "mpc"
     OPT_SENSORS = ("d0", "d1", "d2")
@@ -135,10 +150,25 @@ class MpcLoop(PidLoop):
         self.fresh = True
         self.fallbacks = 0
         self.every = 1  # ticks per model sample (ts_s of the binding)
+        # the C core's workspace, reserved once at boot: later, in a heap fragmented by
+        # requests and uploads, one free block of its size (34 KB) may not be found
+        self.ws = None
+        if mpc.tpcore is not None:
+            try:
+                self.ws = bytearray(mpc.tpcore.MPC_WORKSPACE_BYTES)
+            except MemoryError:
+                pass
         self.count = 0  # ticks until the next MPC step
         self.load()
 
     # ---- the blob ---------------------------------------------------------------------------
+
+    def solver(self, blob):
+        """The C core on the workspace reserved at boot, else the MicroPython MPC (no C core,
+        or its workspace did not fit)."""
+        if self.ws is not None:
+            return _Native(blob, self.ws)
+        return mpc.MPCPy(blob)
 
     def fall_back(self, why):
         """The PID takes over from the output the MPC left, and a notice says why."""
@@ -176,7 +206,7 @@ class MpcLoop(PidLoop):
             return
         self.every = every
         try:
-            ctl = mpc.MPC(blob)
+            ctl = self.solver(blob)
         except ValueError:
             self.fall_back(WHY_REFUSED)
             return
@@ -190,6 +220,7 @@ class MpcLoop(PidLoop):
             return
         self.ctl = ctl
         self.why = 0
+        self.notify = 0  # a fallback not yet announced is over before any tick saw it
         self.fields[0] = 1.0
         self.fields[1] = 0.0
         self.fresh = True
