@@ -106,6 +106,7 @@ def _short(tmp_path, name, duration_s):
     src = (resources.scenarios_dir() / (name + ".toml")).read_text()
     src = src.replace("duration_s = 600", "duration_s = %d" % duration_s)
     src = src.replace("duration_s = 1800", "duration_s = %d" % duration_s)
+    src = src.replace("t_s = 900", "t_s = %d" % (duration_s // 2))
     p = tmp_path / (name + ".toml")
     p.write_text(src)
     return p
