@@ -181,7 +181,16 @@ class MpcLoop(PidLoop):
         self.pid.set_auto(False, self.output)
 
     def load(self):
-        """Read, check and load the blob in slot mpc_slot; fall back when it will not do."""
+        """Read, check and load the blob in slot mpc_slot; fall back when it will not do.
+        Never raises: it runs at boot and on an upload, and neither may stop the board."""
+        try:
+            self._load()
+        except MemoryError:
+            self.fall_back(WHY_MEMORY)
+        except Exception:  # noqa: BLE001 - a blob that trips the loader is a refused blob
+            self.fall_back(WHY_REFUSED)
+
+    def _load(self):
         import gc
 
         self.ctl = None
