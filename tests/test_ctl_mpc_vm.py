@@ -426,3 +426,41 @@ def test_measured_disturbance_feed_forward_cuts_the_deviation(tmp_path):
     assert rs[0]["mpc_ticks"] == rs[0]["ticks"] and rs[1]["mpc_ticks"] == rs[1]["ticks"]
     assert rs[0]["worst"] < 0.7 * rs[1]["worst"]
     assert rs[0]["iae"] < 0.7 * rs[1]["iae"]
+
+
+def test_with_no_room_for_the_c_cores_workspace_the_micropython_mpc_runs(tmp_path):
+    # the module is there, but the heap (as on an ESP32 beside the application) has no free
+    # block for the 34 772-byte workspace at boot: the loop runs the MicroPython MPC, no
+    # fallback to the PID
+    blob = _blob(tmp_path, _model())
+    fw = tmp_path / "lib"
+    (fw / "tpfw").mkdir(parents=True)
+    for p in (ROOT / "firmware" / "tpfw").glob("*.py"):
+        shutil.copy(p, fw / "tpfw" / p.name)
+    (fw / "tpfw" / "tpcore.mpy").write_bytes(X64)
+    (tmp_path / "stamped.mpy").write_bytes(X64)
+    (fw / "tpfw" / "tpcore.sha256").write_text(resources.native_stamp(tmp_path / "stamped.mpy"))
+    # fill the heap with 8 KB blocks, then free every other one: plenty of free memory, no
+    # free block of 34 772 bytes
+    driver = DRIVER.replace(
+        "    c = loops.controller_class(",
+        "    held = []\n"
+        "    try:\n"
+        "        while True:\n"
+        "            held.append(bytearray(8192))\n"
+        "    except MemoryError:\n"
+        "        pass\n"
+        "    held = held[::2]\n"
+        "    gc.collect()\n"
+        "    c = loops.controller_class(",
+        1,
+    )
+    r = run_micropython(
+        driver,
+        tmp_path,
+        [_case(tmp_path, "tight", {0: blob}, duration_s=60.0)],
+        heap="512K",
+        firmware=fw,
+    )[0]
+    assert r["native"] and r["kind"] == "MPCPy"
+    assert r["mpc_ticks"] == r["ticks"] and _fallbacks(r) == []
