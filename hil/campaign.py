@@ -23,6 +23,7 @@ A campaign file (TOML) has groups; each group takes a base scenario and makes ca
     expect = "sensor_open"             # board fault(s) that must latch within within_s:
     within_s = 0.2                     # adds latch_latency and actuator_safe_at_end
                                        # (expect = "none": adds no_fault instead)
+    safe = { derate = 0.3 }            # optional: the controller's safe values for this fault
     [[group.criteria]]                 # added to every case of the group
 
 Paths: ``duration_s``, ``params.<board parameter>``, ``plant.params.<name>``,
@@ -90,6 +91,12 @@ EXPECT_KEYS = {
     "expect": Key((str, list), None, "board fault(s) that must latch, or 'none'"),
     "within_s": Key(float, None, "stated latency + margin, simulated s", lo=0.0),
     "label": Key(str, None, "name of this row in the results"),
+    "safe": Key(
+        dict,
+        None,
+        "actuator -> value or [min, max] at the end where the controller's safe sequence for "
+        "this fault is not the board's safe values (actuator_safe_at_end safe)",
+    ),
 }
 TABLES = ("sensors", "actuators", "setpoints", "faults", "criteria", "profile")
 
@@ -301,9 +308,10 @@ def _expand(raw, where, base_dir):
                         t_f = fault.get("t_s", 0.0)
                         if isinstance(t_f, (int, float)) and t_f > 1.0:
                             # nothing may latch before the fault (no false alarm); the latch of
-                            # a fault seen in the frame just before t_s is the latency's
+                            # a fault seen in the frame just before t_s is the latency's (up to
+                            # 0.5 s before on a 2 Hz board: no_fault's window includes its end)
                             case["criteria"].append(
-                                {"kind": "no_fault", "before_s": float(t_f) - 0.5}
+                                {"kind": "no_fault", "before_s": float(t_f) - 0.501}
                             )
                         case["criteria"].append(
                             {
@@ -313,7 +321,10 @@ def _expand(raw, where, base_dir):
                                 "max_s": exp["within_s"],
                             }
                         )
-                        case["criteria"].append({"kind": "actuator_safe_at_end"})
+                        safe = {"kind": "actuator_safe_at_end"}
+                        if exp["safe"]:
+                            safe["safe"] = copy.deepcopy(exp["safe"])
+                        case["criteria"].append(safe)
                 case["criteria"] += copy.deepcopy(group["criteria"])
                 cid = "%s-%03d" % (
                     group["name"],

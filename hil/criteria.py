@@ -744,13 +744,20 @@ class ActuatorSafeAtEnd(Criterion):
     KIND = "actuator_safe_at_end"
     DOC = (
         "at the end of the run the actuator (channel, or every board actuator when channel is "
-        "left out) is at its board-defined safe value"
+        "left out) is at its board-defined safe value, or at the value (or within the [min, "
+        "max]) that safe names for it: the safe sequence a controller declares for this fault"
     )
     MODE = "end"
     WINDOW = False
     KEYS = {
         "channel": Key((int, str), None, "actuator channel or name (default: every one)"),
         "tol": Key(float, 1e-6, "tolerance, the actuator's unit", lo=0.0),
+        "safe": Key(
+            dict,
+            {},
+            "actuator name or channel -> its safe value or [min, max], where the controller's "
+            "safe sequence for this fault differs from the board's safe values",
+        ),
     }
 
     @classmethod
@@ -765,6 +772,28 @@ class ActuatorSafeAtEnd(Criterion):
                     % (where, cfg["channel"], ctx.board_name, ", ".join(ctx.actuator_names()))
                 )
             cfg["channels"] = [ch]
+        bounds = {}
+        for ref, v in cfg["safe"].items():
+            ch = ctx.actuator_channel(str(ref))
+            if ch is None:
+                raise ScenarioError(
+                    "%s: safe names actuator %r; board %s has actuators %s"
+                    % (where, ref, ctx.board_name, ", ".join(ctx.actuator_names()))
+                )
+            ok_num = isinstance(v, (int, float)) and not isinstance(v, bool)
+            ok_pair = (
+                isinstance(v, list)
+                and len(v) == 2
+                and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+                and v[0] <= v[1]
+            )
+            if not (ok_num or ok_pair):
+                raise ScenarioError(
+                    "%s: safe.%s = %r; expected a number or [min, max] with min <= max"
+                    % (where, ref, v)
+                )
+            bounds[ch] = (float(v), float(v)) if ok_num else (float(v[0]), float(v[1]))
+        cfg["bounds"] = bounds
         return cfg
 
     def label(self):
@@ -780,15 +809,18 @@ class ActuatorSafeAtEnd(Criterion):
         parts = []
         ok = True
         values = []
+        tol = self.cfg["tol"]
         for ch in self.cfg["channels"]:
             safe = acts[ch].get("safe", 0.0)
+            lo, hi = self.cfg.get("bounds", {}).get(ch, (safe, safe))
             last = float(rows["out.%d" % ch][-1])
-            good = abs(last - safe) <= self.cfg["tol"]
+            good = lo - tol <= last <= hi + tol
             ok &= good
             values.append(last)
+            want = "%.4g" % lo if lo == hi else "%.4g..%.4g" % (lo, hi)
             parts.append(
-                "%s (ch %d) at %.4g, safe %.4g%s"
-                % (acts[ch].get("name", "?"), ch, last, safe, "" if good else " NOT SAFE")
+                "%s (ch %d) at %.4g, safe %s%s"
+                % (acts[ch].get("name", "?"), ch, last, want, "" if good else " NOT SAFE")
             )
         return self.verdict(ok, "; ".join(parts), values if len(values) > 1 else values[0], "")
 

@@ -65,6 +65,9 @@ FAULTS = {
     "dryout": 23,
     "junction_over_temperature": 24,
     "over_pressure": 25,
+    # a controller has too few healthy sensors left to protect its plant (e.g. most cell-group
+    # sensors of a battery pack failed): it trips to its safe sequence
+    "sensing_lost": 28,
 }
 
 # Event codes from 32 up: notices (EVENT.kind = notice or warning), never latched.

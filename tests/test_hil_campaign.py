@@ -57,8 +57,22 @@ def test_expansion_grid_rows_and_added_criteria(tmp_path):
     assert c["raw"]["faults"] == [{"kind": "sensor_open", "t_s": 20.0}]
     kinds = [k["kind"] for k in c["raw"]["criteria"]]
     assert kinds == ["no_fault", "latch_latency", "actuator_safe_at_end"]
-    assert c["raw"]["criteria"][0]["before_s"] == 19.5
+    assert c["raw"]["criteria"][0]["before_s"] == pytest.approx(19.499)
     assert len({c["id"] for c in cases}) == 6
+
+
+def test_a_fault_row_names_the_controllers_safe_values(tmp_path):
+    text = SMALL.replace(
+        'expect = "sensor_short"\nwithin_s = 0.2',
+        'expect = "sensor_short"\nwithin_s = 0.2\nsafe = { pump = [0.0, 0.5] }',
+    )
+    _camp, cases = campaign.load(write(tmp_path, text))
+    ends = [c["raw"]["criteria"][-1] for c in cases]
+    assert all(e["kind"] == "actuator_safe_at_end" for e in ends)
+    assert [e.get("safe") for e in ends] == ([None, None, {"pump": [0.0, 0.5]}]) * 2
+    bad = text.replace("safe = { pump = [0.0, 0.5] }", "safe = { fan = 1.0 }")
+    with pytest.raises(campaign.CampaignError, match="safe names actuator 'fan'"):
+        campaign.load(write(tmp_path, bad, "d.toml"))
 
 
 def test_random_sweeps_are_seeded(tmp_path):

@@ -245,6 +245,37 @@ def test_actuator_safe_at_end():
     assert v[0]["passed"] and v[1]["passed"]
 
 
+@pytest.mark.parametrize(
+    "safe, last, passed",
+    [
+        ({"pump": 0.0}, 0.0, True),  # a controller that stops a dead pump
+        ({"pump": 0.0}, 1.0, False),  # the board's safe value is not this fault's
+        ({"0": [0.2, 0.6]}, 0.4, True),
+        ({"pump": [0.2, 0.6]}, 0.7, False),
+    ],
+)
+def test_actuator_safe_at_end_with_the_controllers_safe_values(safe, last, passed):
+    sc, ctx = load("battery_sensor_fault", [{"kind": "actuator_safe_at_end", "safe": safe}])
+    u = np.full(20, 0.4)
+    u[-1] = last
+    v = judge(sc, ctx, make_rows(ctx, 20, **{"out.0": u}))
+    assert v[0]["passed"] == passed, v[0]
+    assert ("NOT SAFE" in v[0]["detail"]) == (not passed)
+
+
+@pytest.mark.parametrize(
+    "safe, message",
+    [
+        ({"valve": 0.0}, "safe names actuator 'valve'; board virtual has actuators 0 \\(pump\\)"),
+        ({"pump": [0.6, 0.2]}, "safe.pump = \\[0.6, 0.2\\]; expected a number or \\[min, max\\]"),
+        ({"pump": "off"}, "safe.pump = 'off'; expected"),
+    ],
+)
+def test_actuator_safe_at_end_refuses_safe_values_it_cannot_judge(safe, message):
+    with pytest.raises(scenario.ScenarioError, match=message):
+        load("battery_sensor_fault", [{"kind": "actuator_safe_at_end", "safe": safe}])
+
+
 def test_state_on_a_partial_run():
     sc, ctx = load(
         "battery_sensor_fault",

@@ -43,8 +43,10 @@ def runs(tmp_path_factory):
 def test_chip_plot_shows_junction_dryout_and_the_power_trace(runs):
     res, path = runs["chip_gpu_trace"]
     lay = plot.layout(res)
-    assert lay["loop_panel"] == [("case", "plant.case_k", "temperature")]
-    assert "plant.junction_k" in lay["extra"]["__main__"]  # judged, same axis as the case
+    # the chip controller's loop: its measurement is the junction the board estimates, the
+    # plant's junction (judged) on the same axis
+    assert lay["loop_panel"] == [("chip", "loop.chip.measurement", "temperature")]
+    assert "plant.junction_k" in lay["extra"]["__main__"]
     assert ("fraction", ["plant.dryout_margin"]) in lay["extra_panels"]
     assert lay["disturbances"] == ["chip_power_w"]  # the GPU trace on its own panel
     assert path.stat().st_size > 20000

@@ -15,7 +15,7 @@ import pytest
 @pytest.mark.hil(board="virtual_chip")
 def test_board_and_session(board, session):
     assert board.name == "virtual_chip"
-    assert [lp["name"] for lp in session.loops()] == ["case"]
+    assert [lp["name"] for lp in session.loops()] == ["chip"]
 
 @pytest.mark.hil
 def test_run_a_bundled_scenario(run_scenario):

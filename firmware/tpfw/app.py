@@ -214,6 +214,7 @@ class App:
         for c in self.ctls:
             try:
                 c.sense(x, ok, dt, t_ms)
+                c.watch(sup, x, ok, t_ms)
                 if not sup.trip and c.mode == codec.MODE_AUTO:
                     c.check(sup, x, ok, t_ms)
             except Exception as e:  # noqa: BLE001 - a controller bug must not stop the loop
@@ -960,8 +961,12 @@ def main(board_path="board.json"):
         board = boardmod.load(board_path)
     except ValueError as e:
         raise BoardError(str(e)) from None
-    # the checker is needed once, at boot: give its RAM back
+    # the checker is needed once, at boot: give its RAM back (the package's attribute holds
+    # the module too)
     del sys.modules["tpfw.board"]
+    pkg = sys.modules.get("tpfw")
+    if hasattr(pkg, "board"):
+        delattr(pkg, "board")
     del boardmod
     gc.collect()
     app = App(board, sys.stdin.buffer, sys.stdout.buffer)

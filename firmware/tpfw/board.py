@@ -154,6 +154,10 @@ def _check_actuator(i, a, n_sens, errs):
             errs.append("%s feedback: points must list at least 2 [output, expected]" % w)
 
 
+def _no_errors(cfg, board, values):
+    return ()
+
+
 def _check_loop(k, lp, board, owner, errs):
     from .loops import controller_class
 
@@ -233,5 +237,8 @@ def _check_loop(k, lp, board, owner, errs):
                     "%s defaults: %s.%s = %g and %s.%s = %g break %s + %g <= %s"
                     % (w, name, a, d[a], name, b, d[b], a, gap, b)
                 )
+        # what only the controller can judge (a threshold below its sensors' noise)
+        for e in getattr(cls, "board_errors", _no_errors)(lp, board, d):
+            errs.append("%s: %s" % (w, e))
     except (KeyError, TypeError, ValueError) as e:
         errs.append("%s: %s %r" % (w, type(e).__name__, e))

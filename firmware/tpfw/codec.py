@@ -4,8 +4,8 @@ from micropython import const
 
 PROTOCOL_VERSION = const(2)
 # schema hash split in two 16-bit halves: small ints on every port
-SCHEMA_HASH_HI = const(0x3923)
-SCHEMA_HASH_LO = const(0x0e7f)
+SCHEMA_HASH_HI = const(0x09f0)
+SCHEMA_HASH_LO = const(0x3d19)
 MAX_PAYLOAD = const(70)
 # frame header: session, seq, msg_id, len; payloads are packed at HDR
 HDR = const(4)
@@ -267,6 +267,7 @@ FAULT_COOLANT_LEAK = const(22)
 FAULT_DRYOUT = const(23)
 FAULT_JUNCTION_OVER_TEMPERATURE = const(24)
 FAULT_OVER_PRESSURE = const(25)
+FAULT_SENSING_LOST = const(28)
 
 NOTICE_C_CORE_MISSING = const(32)
 NOTICE_CONTROLLER_FALLBACK = const(33)

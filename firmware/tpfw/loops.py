@@ -15,7 +15,8 @@
 # and offers configure() (re-read parameters), sense() (derive the measurement every tick),
 # step() (one tick in auto), hold() (track
 # outputs set by someone else: manual, off, the supervisor's safe state, bumpless on return),
-# safe() (its safe sequence) and check() (its own fault detection).
+# safe() (its safe sequence), check() (its own fault detection, in auto) and watch()
+# (protection that runs in every mode and in the safe state).
 import math
 from array import array
 
@@ -26,6 +27,8 @@ from .supervisor import elapsed
 
 REGISTRY = {
     "pid": "ctl_pid",
+    "batt": "ctl_batt",
+    "chip": "ctl_chip",
     "mpc": "ctl_mpc",
 }
 
@@ -169,6 +172,11 @@ class Controller:
         """This controller's own fault detection, every tick in auto (default: control
         ineffective)."""
         self.check_effective(sup, t_ms)
+
+    def watch(self, sup, x, ok, t_ms):
+        """Protection that must run every tick in every mode, the safe state included (a
+        thermal runaway or a junction over its limit must latch whatever else is latched, also
+        while someone drives the loop by hand). Default: none."""
 
     # ---- shared checks ----------------------------------------------------------------------
 
