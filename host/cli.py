@@ -251,6 +251,9 @@ def build_parser():
 
     cli_hil.register(sub, port_arg)
     cli_tune.register(sub, port_arg, json_arg)
+    from . import cli_mpc
+
+    cli_mpc.register(sub)
     return ap
 
 

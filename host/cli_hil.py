@@ -161,6 +161,8 @@ def _run_on(the_rig, port, realtime, progress, args):
     from thermopilot.protocol.link import Session
 
     with Session(port) as s:
+        for slot, data in _uploads(getattr(args, "upload", None)):
+            s.upload(slot, data)  # before the run: the controllers load it at its start
         return the_rig.run(
             s,
             realtime=bool(realtime),
@@ -398,6 +400,56 @@ def cmd_hil_campaign(args):
     return EXIT_FAILED if failed else 0
 
 
+def _uploads(specs):
+    """[(slot, bytes)] from --upload SLOT=FILE options; UserError names a bad one."""
+    from .console import UserError
+
+    out = []
+    for spec in specs or ():
+        slot, sep, path = spec.partition("=")
+        if not sep or not slot.isdigit() or not 0 <= int(slot) <= 7:
+            raise UserError("--upload %r: expected SLOT=FILE with SLOT 0..7" % spec)
+        try:
+            out.append((int(slot), pathlib.Path(path).read_bytes()))
+        except OSError as exc:
+            raise UserError("--upload %r: %s" % (spec, exc.strerror or exc)) from None
+    return out
+
+
+def cmd_hil_compare(args):
+    from rich.console import Console
+
+    from thermopilot.hil import compare
+
+    from .console import UserError
+
+    names = [c.strip() for c in args.controllers.split(",") if c.strip()]
+    blob = None
+    if "mpc" in names:
+        if not args.blob:
+            raise UserError(
+                "--controllers %s: the mpc run needs --blob FILE (thermopilot mpc design "
+                "MODEL -o FILE)" % args.controllers
+            )
+        try:
+            blob = pathlib.Path(args.blob).read_bytes()
+        except OSError as exc:
+            raise UserError("--blob %s: %s" % (args.blob, exc.strerror or exc)) from None
+    err = Console(stderr=True)
+    out_dir = pathlib.Path(args.report_dir)
+    table = compare.run(
+        args.scenario,
+        names,
+        blob=blob,
+        out_dir=out_dir,
+        native=not args.no_native,
+        seed=args.seed,
+        log=lambda text: err.print(text),
+    )
+    compare.print_table(Console(), table)
+    return 0
+
+
 def _resolve_scenario_arg(path):
     """A scenario argument: a file, or the name of a bundled scenario."""
     from thermopilot.hil import resources
@@ -429,7 +481,25 @@ def register(sub, port_arg):
     )
     r.add_argument("--no-plot", action="store_true", help="skip plot.png")
     r.add_argument("--seed", type=int, default=1, help="seed of sensor noise and random faults")
+    r.add_argument(
+        "--upload",
+        action="append",
+        metavar="SLOT=FILE",
+        help="upload FILE (an MPC blob from 'thermopilot mpc design') to SLOT before the run",
+    )
     r.set_defaults(func=_with_resolved(cmd_hil_run))
+    cm = hsub.add_parser(
+        "compare",
+        help="run a scenario once per controller (pid, mpc) on the same plant: one table, "
+        "one plot",
+    )
+    cm.add_argument("scenario", help="scenario .toml file (or a bundled scenario's name)")
+    cm.add_argument("--controllers", default="pid,mpc", help="comma-separated (default pid,mpc)")
+    cm.add_argument("--blob", help="MPC blob for the mpc run (thermopilot mpc design -o FILE)")
+    cm.add_argument("--report-dir", default="report", help="where report/NAME-compare/ goes")
+    cm.add_argument("--no-native", action="store_true", help="virtual board: " + _NO_NATIVE_HELP)
+    cm.add_argument("--seed", type=int, default=1, help="seed of sensor noise (the same for all)")
+    cm.set_defaults(func=_with_resolved(cmd_hil_compare))
     c = hsub.add_parser("check", help="validate scenario files without running them")
     c.add_argument("files", nargs="+", help="scenario .toml files")
     c.set_defaults(func=cmd_hil_check)

@@ -30,6 +30,7 @@ REGISTRY = {
     "batt": "ctl_batt",
     "chip": "ctl_chip",
     "hp": "ctl_hp",
+    "mpc": "ctl_mpc",
 }
 
 _NO_T = const(-1)

@@ -16,6 +16,10 @@ The blob carries two formulations of the same controller:
 See :mod:`thermopilot.host.control.blob` for the layout.
 """
 
+import math
+import struct
+import zlib
+
 import numpy as np
 
 from . import blob as _blob
@@ -24,7 +28,15 @@ from ._checks import NO_LIMIT, finite, matrix, sym_psd, vector
 # dimension limits of the C core (firmware/native/tp_config.h)
 NX_MAX, NU_MAX, ND_MAX, NY_MAX, N_MAX = 8, 3, 3, 8, 30
 
-__all__ = ["mpc_precompute", "lqr_terminal_cost", "block_lengths", "blocked_qp"]
+__all__ = [
+    "mpc_precompute",
+    "lqr_terminal_cost",
+    "block_lengths",
+    "blocked_qp",
+    "load_model",
+    "design_from_model",
+    "split_design",
+]
 
 
 def augmented(A, B):
@@ -394,3 +406,405 @@ def mpc_precompute(
         "fb_alpha": [1.6],
     }
     return _blob.pack((nx, nu, nd, ny, n, nb), values)
+
+
+# ------------------------------------------------------------------ from the identified model
+
+#: the identified model's file (docs/tuning.md, "The model file"): format name and version
+MODEL_FORMAT = "thermopilot-model"
+MODEL_VERSION = 1
+_MODEL_KEYS = ("format", "version", "loop", "ts_s", "A", "B", "C", "D", "inputs", "outputs")
+
+#: the loop binding that ``thermopilot mpc design`` appends to the blob: what the board's
+#: ``mpc`` controller needs beyond the QP (firmware/tpfw/ctl_mpc.py reads it). Magic,
+#: version, reserved, the model's sample time in seconds, CRC-32 of the first 12 bytes.
+BINDING = struct.Struct("<4sHHfI")
+BINDING_MAGIC = b"TPLB"
+BINDING_VERSION = 1
+
+
+def _model_matrix(model, key, rows, cols, where):
+    value = model.get(key)
+    if key == "E" and value is None:
+        value = np.zeros((rows, 0))
+    try:
+        a = np.array(value, dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError("%s: %s is not a matrix of numbers: %r" % (where, key, value)) from None
+    if a.size == 0:
+        a = a.reshape(rows if rows is not None else 0, cols if cols is not None else 0)
+    if a.ndim != 2:
+        raise ValueError(
+            "%s: %s must be a list of rows (a matrix), got %d dimension(s)" % (where, key, a.ndim)
+        )
+    if (rows is not None and a.shape[0] != rows) or (cols is not None and a.shape[1] != cols):
+        raise ValueError(
+            "%s: %s has shape %dx%d, expected %sx%s (docs/tuning.md, Shapes)"
+            % (
+                where,
+                key,
+                a.shape[0],
+                a.shape[1],
+                rows if rows is not None else "n",
+                cols if cols is not None else "n",
+            )
+        )
+    if not np.all(np.isfinite(a)):
+        raise ValueError("%s: %s has non-finite entries" % (where, key))
+    return a
+
+
+def load_model(path):
+    """Read and check an identified model file (docs/tuning.md, "The model file").
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The JSON file ``thermopilot identify`` writes.
+
+    Returns
+    -------
+    dict
+        The file's keys, with ``A``, ``B``, ``C``, ``D``, ``E`` as float arrays (``E`` of
+        shape (nx, 0) when null) and ``x0``, ``u0``, ``y0``, ``d0`` as float vectors.
+
+    Raises
+    ------
+    ValueError
+        A key that breaks a rule of the format, named with its value and what was expected.
+    """
+    import json
+
+    where = str(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            model = json.load(f)
+    except json.JSONDecodeError as exc:
+        raise ValueError("%s: not JSON (%s)" % (where, exc)) from None
+    if not isinstance(model, dict):
+        raise ValueError("%s: expected a JSON object, got %s" % (where, type(model).__name__))
+    missing = [k for k in _MODEL_KEYS if k not in model]
+    if missing:
+        raise ValueError(
+            "%s: missing key(s) %s; is this a file from 'thermopilot identify'?"
+            % (where, ", ".join(missing))
+        )
+    if model["format"] != MODEL_FORMAT:
+        raise ValueError("%s: format %r, expected %r" % (where, model["format"], MODEL_FORMAT))
+    version = model["version"]
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ValueError("%s: version %r, expected an integer >= 1" % (where, version))
+    if version > MODEL_VERSION:
+        raise ValueError(
+            "%s: model format version %d, this ThermoPilot reads up to %d; upgrade ThermoPilot"
+            % (where, version, MODEL_VERSION)
+        )
+    ts = model["ts_s"]
+    if (
+        isinstance(ts, bool)
+        or not isinstance(ts, (int, float))
+        or not math.isfinite(ts)
+        or ts <= 0
+    ):
+        raise ValueError("%s: ts_s = %r, expected a sample time in seconds > 0" % (where, ts))
+    out = dict(model)
+    out["ts_s"] = float(ts)
+    A = _model_matrix(model, "A", None, None, where)
+    nx = A.shape[0]
+    if A.shape != (nx, nx):
+        raise ValueError("%s: A has shape %dx%d, expected square" % (where, *A.shape))
+    B = _model_matrix(model, "B", nx, None, where)
+    nu = B.shape[1]
+    C = _model_matrix(model, "C", None, nx, where)
+    ny = C.shape[0]
+    D = _model_matrix(model, "D", ny, nu, where)
+    E = _model_matrix(model, "E", nx, None, where)
+    nd = E.shape[1]
+    for key, n in (("inputs", nu), ("outputs", ny), ("disturbances", nd)):
+        chans = model.get(key, [] if key == "disturbances" else None)
+        if not isinstance(chans, list) or len(chans) != n:
+            raise ValueError(
+                "%s: %s has %s entries, expected %d (one per %s)"
+                % (
+                    where,
+                    key,
+                    len(chans) if isinstance(chans, list) else repr(chans),
+                    n,
+                    {
+                        "inputs": "column of B",
+                        "outputs": "row of C",
+                        "disturbances": "column of E",
+                    }[key],
+                )
+            )
+        for i, ch in enumerate(chans):
+            if not isinstance(ch, dict) or not isinstance(ch.get("name"), str):
+                raise ValueError('%s: %s[%d] = %r, expected {"name": ...}' % (where, key, i, ch))
+        out[key] = chans
+    for key, n in (("x0", nx), ("u0", nu), ("y0", ny), ("d0", nd)):
+        v = model.get(key, [0.0] * n if key in ("x0", "d0") and n == 0 else None)
+        if v is None:
+            raise ValueError("%s: missing %s (%d values)" % (where, key, n))
+        try:
+            a = np.array(v, dtype=float).reshape(-1)
+        except (TypeError, ValueError):
+            raise ValueError("%s: %s = %r is not a list of numbers" % (where, key, v)) from None
+        if a.shape != (n,) or not np.all(np.isfinite(a)):
+            raise ValueError("%s: %s = %r, expected %d finite values" % (where, key, v, n))
+        out[key] = a
+    out.update(A=A, B=B, C=C, D=D, E=E, nx=nx, nu=nu, ny=ny, nd=nd)
+    return out
+
+
+def binding(ts_s):
+    """The loop binding appended to a blob for the board's ``mpc`` controller."""
+    head = BINDING.pack(BINDING_MAGIC, BINDING_VERSION, 0, float(ts_s), 0)[:12]
+    return head + struct.pack("<I", zlib.crc32(head) & 0xFFFFFFFF)
+
+
+def split_design(data):
+    """(blob, ts_s) of a file ``thermopilot mpc design`` wrote; ValueError if it is not one."""
+    data = bytes(data)
+    if len(data) < _blob.HEADER_BYTES + BINDING.size:
+        raise ValueError("%d bytes: too short for an MPC design (blob + loop binding)" % len(data))
+    plen = struct.unpack_from("<I", data, 12)[0]
+    n = _blob.HEADER_BYTES + plen
+    tail = data[n:]
+    if len(tail) != BINDING.size:
+        raise ValueError(
+            "%d bytes after the MPC blob, expected the %d-byte loop binding of "
+            "'thermopilot mpc design'" % (len(tail), BINDING.size)
+        )
+    magic, version, _, ts_s, crc = BINDING.unpack(tail)
+    if magic != BINDING_MAGIC or zlib.crc32(tail[:12]) & 0xFFFFFFFF != crc:
+        raise ValueError("the loop binding after the MPC blob is corrupted")
+    if version != BINDING_VERSION:
+        raise ValueError("loop binding version %d, expected %d" % (version, BINDING_VERSION))
+    _blob.unpack(data[:n])
+    return data[:n], float(ts_s)
+
+
+def design_from_model(
+    model,
+    *,
+    board=None,
+    horizon=20,
+    q_y=1.0,
+    r_u=0.0,
+    r_du=1.0,
+    u_min=None,
+    u_max=None,
+    du_max=None,
+    y_min=None,
+    y_max=None,
+    slack_linear=1e3,
+    slack_quadratic=1e3,
+    blocks=1,
+    fallback_iter=10,
+):
+    """The blob and loop binding for the board's ``mpc`` controller from an identified model.
+
+    The model (:func:`load_model`) is in deviations around its operating point; the board
+    works in the actuator's and sensors' SI units and removes the output offset by its own
+    bias estimate, so the blob keeps A, B, E and C as identified, puts the loop's measurement
+    in row 0 of C and shifts the soft output limits into the model's coordinates at the
+    operating point (docs/controllers.md, "The mpc controller").
+
+    Parameters
+    ----------
+    model : dict
+        From :func:`load_model`.
+    board : dict, optional
+        The board definition; when given, the loop, its actuator, the disturbance roles and
+        the sample time (a whole number of ticks) are checked against it.
+    horizon : int
+        Prediction horizon in model samples (``ts_s`` each), 1..30.
+    q_y : float
+        Weight on the squared error of the measurement (per unit of its SI unit), > 0.
+    r_u, r_du : float
+        Weights on (u - u_ref)^2 and on the move (u_k - u_{k-1})^2, >= 0; r_u + r_du > 0.
+    u_min, u_max : float, optional
+        Hard input limits (default: the range the identification used, ``inputs[0]``).
+    du_max : float, optional
+        Largest move per model sample (default: none).
+    y_min, y_max : sequence of float or None, optional
+        Soft limits per output (ny values, None for none), in the output's SI unit.
+    slack_linear, slack_quadratic : float
+        Penalty on the soft limits' violation (see :func:`mpc_precompute`).
+    blocks, fallback_iter : int
+        The MicroPython formulation (see :func:`mpc_precompute`).
+
+    Returns
+    -------
+    bytes
+        The blob followed by the loop binding: the file ``thermopilot upload`` sends.
+
+    Raises
+    ------
+    ValueError
+        A non-convex weight, limits that exclude the operating point, an unstable or
+        integrating model, a direct feed-through, a model that does not fit the loop; the
+        message names the value and the fix.
+    """
+    A, B, C, D, E = model["A"], model["B"], model["C"], model["D"], model["E"]
+    nx, nu, ny, nd = model["nx"], model["nu"], model["ny"], model["nd"]
+    loop = model["loop"]
+    names = [o["name"] for o in model["outputs"]]
+    meas = "loop.%s.measurement" % loop
+    if meas not in names:
+        raise ValueError(
+            "the model has no output %r (its outputs: %s); the mpc controller holds the loop's "
+            "measurement: identify the loop %s" % (meas, ", ".join(names), loop)
+        )
+    if nu != 1:
+        raise ValueError(
+            "the model has nu=%d inputs; the board's mpc controller drives one actuator "
+            "(identify the loop with one input)" % nu
+        )
+    for name, w in (("q_y", q_y), ("r_u", r_u), ("r_du", r_du)):
+        w = finite(name, w)
+        if w < 0:
+            raise ValueError(
+                "%s=%g: a negative weight makes the QP non-convex; use a weight >= 0" % (name, w)
+            )
+    if not q_y > 0:
+        raise ValueError("q_y=%g: the measurement's weight must be > 0" % q_y)
+    if not r_u + r_du > 0:
+        raise ValueError(
+            "r_u=%g and r_du=%g: give the input or its moves a weight > 0" % (r_u, r_du)
+        )
+    order = [names.index(meas)] + [j for j in range(ny) if names[j] != meas]
+    C = C[order]
+    D = D[order]
+    if np.any(np.abs(D) > 0):
+        raise ValueError(
+            "D=%s: the model feeds the input straight through to the output; the board's MPC "
+            "needs a strictly proper model (D = 0): identify with at least one sample of delay"
+            % D.tolist()
+        )
+    radius = float(np.max(np.abs(np.linalg.eigvals(A))))
+    if radius >= 1.0 - 1e-6:
+        raise ValueError(
+            "the model is %s (spectral radius of A %.6g >= 1); the board's MPC needs a stable "
+            "model: re-identify (longer record, less noise) or check the loop"
+            % ("unstable" if radius > 1.0 + 1e-9 else "integrating", radius)
+        )
+    u0 = model["u0"]
+    inp = model["inputs"][0]
+    if u_min is None:
+        u_min = inp.get("min", -np.inf)
+    if u_max is None:
+        u_max = inp.get("max", np.inf)
+    u_min = _limit("u_min", u_min)
+    u_max = _limit("u_max", u_max)
+    if not u_min <= u0[0] <= u_max:
+        raise ValueError(
+            "u_min=%g, u_max=%g exclude the operating point u0=%g of the model; widen the "
+            "limits or identify the plant inside them" % (u_min, u_max, u0[0])
+        )
+    if du_max is not None:
+        du_max = finite("du_max", du_max)
+        if du_max <= 0:
+            raise ValueError("du_max=%g: the largest move per sample must be > 0" % du_max)
+    # output offset at the operating point in the board's coordinates (absolute u and d):
+    # y = C z + C (I - A)^-1 (-B u0 - E d0) + y0
+    xs = np.linalg.solve(np.eye(nx) - A, -B @ u0 - E @ model["d0"])
+    y0 = model["y0"][order]
+    y_off = C @ xs + y0
+    lims = []
+    for lname, lim, sign in (("y_min", y_min, 1), ("y_max", y_max, -1)):
+        v = np.full(ny, -sign * np.inf)
+        if lim is not None:
+            lim = list(lim)
+            if len(lim) != ny:
+                raise ValueError(
+                    "%s has %d values, expected %d (one per output: %s)"
+                    % (lname, len(lim), ny, ", ".join(names[j] for j in order))
+                )
+            for j, x in enumerate(lim):
+                if x is None:
+                    continue
+                x = finite("%s[%d]" % (lname, j), x)
+                if sign * (y0[j] - x) < 0:
+                    raise ValueError(
+                        "%s=%g for %s excludes the operating point y0=%g of the model; move "
+                        "the limit or identify the plant inside it"
+                        % (lname, x, names[order[j]], y0[j])
+                    )
+                v[j] = x - y_off[j]
+        lims.append(v)
+    ts_s = model["ts_s"]
+    if board is not None:
+        _check_board(model, board, ts_s)
+    Q = q_y * np.outer(C[0], C[0])
+    return mpc_precompute(
+        A,
+        B,
+        E if nd else None,
+        Q,
+        np.array([[float(r_u)]]),
+        horizon=horizon,
+        C=C,
+        R_du=np.array([[float(r_du)]]),
+        u_min=[u_min],
+        u_max=[u_max],
+        du_min=None if du_max is None else [-du_max],
+        du_max=None if du_max is None else [du_max],
+        y_min=lims[0],
+        y_max=lims[1],
+        slack_linear=slack_linear,
+        slack_quadratic=slack_quadratic,
+        blocks=blocks,
+        fallback_iter=fallback_iter,
+    ) + binding(ts_s)
+
+
+def _limit(name, value):
+    """A limit as a float (infinities allowed, NaN and text refused)."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise ValueError("%s=%r: expected a number" % (name, value)) from None
+    if math.isnan(x):
+        raise ValueError("%s is NaN: expected a number" % name)
+    return x
+
+
+def _check_board(model, board, ts_s):
+    """The model against the board definition's loop: actuator, disturbances, sample time."""
+    loops = {lp["name"]: lp for lp in board.get("loops", [])}
+    loop = model["loop"]
+    bname = board.get("name", "?")
+    if loop not in loops:
+        raise ValueError(
+            "board %s has no loop %r (its loops: %s)" % (bname, loop, ", ".join(loops))
+        )
+    lp = loops[loop]
+    out_ch = lp.get("actuators", {}).get("out")
+    name = model["inputs"][0]["name"]
+    if name != "out.%s" % out_ch:
+        raise ValueError(
+            "the model's input is %r, but loop %s drives actuator channel %s (out.%s); identify "
+            "that loop" % (name, loop, out_ch, out_ch)
+        )
+    period = 1.0 / board["tick_hz"]
+    every = ts_s / period
+    if abs(every - round(every)) > 1e-6 * max(1.0, every) or round(every) < 1:
+        raise ValueError(
+            "ts_s=%g is not a whole number of board %s's ticks (%g s); identify with a sample "
+            "time that is" % (ts_s, bname, period)
+        )
+    if lp.get("controller") == "mpc":
+        roles = [r for r in ("d0", "d1", "d2") if r in lp.get("sensors", {})]
+        if len(roles) != model["nd"]:
+            raise ValueError(
+                "the model has nd=%d measured disturbances (%s), loop %s wires %d (%s); make "
+                "the two agree"
+                % (
+                    model["nd"],
+                    ", ".join(d["name"] for d in model["disturbances"]) or "none",
+                    loop,
+                    len(roles),
+                    ", ".join(roles) or "none",
+                )
+            )
