@@ -109,11 +109,12 @@ def decode_frame(block):
 
 
 def pack(name, seq, /, session=0, **fields):
-    """Encode message ``name`` with ``fields`` into a wire frame (construct does the payload)."""
+    """Encode message ``name`` with ``fields`` into a wire frame (Message.build does the
+    payload)."""
     msg = by_name(name)
     try:
-        payload = msg.struct.build(fields)
-    except ConstructError as exc:
+        payload = msg.build(fields)
+    except (ConstructError, ValueError) as exc:
         raise ValueError("cannot encode %s %r: %s" % (name, fields, exc)) from None
     return encode_frame(seq, msg.id, payload, session)
 
