@@ -8,7 +8,7 @@ REF, interleaved with this tree's (baseline, this, baseline, this...), so both s
 machine load. Reported per run: wall time, x real time, CPU of the whole process tree per
 step, peak RSS (the largest process of the tree: the host), and for this tree the
 breakdown the run writes into summary.json (board start, steps, host and VM CPU per step,
-report). Then ``thermopilot --help`` and an argument error (best of 5), and the board's tick
+report). Then ``thermopilot --help`` and an argument error (best of 10), and the board's tick
 jitter and heap high-water with garbage collected between ticks and inside them.
 
 Run: .venv/bin/python benchmarks/bench_hil.py [--baseline REF] [--duration 3600]
@@ -56,12 +56,18 @@ def extract_tree(ref, dest):
         tf.extractall(src, filter="data")
     for so in (ROOT / "host").glob("_tpcore*.so"):
         (src / "host" / so.name).write_bytes(so.read_bytes())
-    pkg = pathlib.Path(dest) / "pkg" / "thermopilot"
+    return tree_package(src, pathlib.Path(dest) / "pkg")
+
+
+def tree_package(src, dest):
+    """A ``thermopilot`` package in dest whose parts are the folders of source tree src;
+    both versions run through one of these, started the same way."""
+    pkg = pathlib.Path(dest) / "thermopilot"
     pkg.mkdir(parents=True)
     (pkg / "__init__.py").write_text("")
     for name, folder in PACKAGE_DIRS.items():
-        (pkg / name).symlink_to(src / folder)
-    return str(pkg.parent)
+        (pkg / name).symlink_to(pathlib.Path(src) / folder)
+    return str(dest)
 
 
 def scenario_copy(name, duration_s, dest):
@@ -78,9 +84,7 @@ def scenario_copy(name, duration_s, dest):
 
 
 def cli_cmd(pkg_path):
-    """The command that runs ``thermopilot`` from this tree (None) or from a baseline."""
-    if pkg_path is None:
-        return [str(pathlib.Path(PY).parent / "thermopilot")], dict(os.environ)
+    """The command that runs ``thermopilot`` from the package at pkg_path."""
     env = dict(os.environ, PYTHONPATH=pkg_path)
     code = "import sys; from thermopilot.host.cli import main; sys.exit(main())"
     return [PY, "-c", code], env
@@ -146,7 +150,7 @@ def hil_runs(versions, duration_s, tmp, repeats):
     return results
 
 
-def cli_latency(versions, tmp, n=5):
+def cli_latency(versions, tmp, n=10):
     out = []
     for label, pkg in versions:
         cmd, env = cli_cmd(pkg)
@@ -308,7 +312,7 @@ def main():
     versions = []
     if args.baseline:
         versions.append(("baseline %s" % args.baseline, extract_tree(args.baseline, tmp.name)))
-    versions.append(("this tree", None))
+    versions.append(("this tree", tree_package(ROOT, pathlib.Path(tmp.name) / "this")))
     print("## HIL as whole processes", flush=True)
     print()
     print(
@@ -345,7 +349,7 @@ def main():
                 )
         (pathlib.Path(tmp.name) / "results.json").write_text(json.dumps(results))
         print()
-    print("## Command line latency (best of 5, whole process)\n")
+    print("## Command line latency (best of 10, whole process)\n")
     print("| command | version | wall (s) |")
     print("|---|---|---:|")
     for what, label, best in cli_latency(versions, tmp.name):

@@ -25,8 +25,7 @@ FAULT_NAMES = {v: k for k, v in schema.FAULTS.items()}
 EVENT_NAMES = {**FAULT_NAMES, **{v: k for k, v in schema.NOTICES.items()}}
 EVENT_KINDS = {v: k for k, v in schema.EVENT_KINDS.items()}
 #: telemetry rates the board streams at (firmware app.py on_stream_rate)
-RATE_MIN_HZ = 0.01
-RATE_MAX_HZ = 100.0
+from .cli import RATE_MAX_HZ, RATE_MIN_HZ  # noqa: E402 - beside their use
 
 
 def _text(raw):
