@@ -133,6 +133,7 @@ def hil_runs(versions, duration_s, tmp, repeats):
                             "load": load,
                             "wall_s": wall,
                             "x_real_time": dur / wall,
+                            "cpu_s": cpu,
                             "cpu_ms_per_step": 1e3 * cpu / steps,
                             "peak_rss_mb": rss,
                             "passed": summary["passed"],
@@ -269,10 +270,10 @@ def tick_jitter(board="virtual", heap="160K"):
 
 def fmt_table(results, versions):
     lines = [
-        "| plant | simulated | version | wall (s) | x real time | CPU per step, host+VM "
-        "(ms) | peak RSS (MB) | board start (s) | steps (s) | host CPU/step (ms) | "
-        "VM CPU/step (ms) | report (s) | load |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| plant | simulated | version | wall (s) | x real time | CPU, all processes (s) | "
+        "x real time by CPU | peak RSS (MB) | board start (s) | steps (s) | host CPU/step "
+        "(ms) | VM CPU/step (ms) | report (s) | load |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         t = r["timing"]
@@ -281,20 +282,24 @@ def fmt_table(results, versions):
             return fmt % (t[key] * scale) if key in t else "-"
 
         lines.append(
-            "| %s | %d min | %s | %.1f | %.0fx | %.2f | %.0f | %s | %s | %s | %s | %s | %.1f |"
+            "| %s | %d min | %s | %.1f | %.0fx | %.1f | %.0fx | %.0f | %s | %s | %s | %s | %s "
+            "| %.1f |"
             % (
                 r["plant"],
                 r["duration_s"] // 60,
                 r["version"],
                 r["wall_s"],
                 r["x_real_time"],
-                r["cpu_ms_per_step"],
+                r["cpu_s"],
+                r["duration_s"] / r["cpu_s"],
                 r["peak_rss_mb"],
                 g("start_s", fmt="%.1f"),
                 g("steps_wall_s", fmt="%.1f"),
                 g("host_cpu_ms_per_step"),
                 g("vm_cpu_ms_per_step"),
-                g("report_s"),
+                "%.2f" % (t["report_rows_s"] + t["report_plot_s"])
+                if "report_plot_s" in t
+                else "-",
                 r["load"],
             )
         )

@@ -5,8 +5,14 @@ Criteria live in hil.criteria, the plot in hil.plot; this module only writes.
 * ``rows.csv``: one row per tick, one column per signal (SCENARIO_V2.md "Signals"), SI units
   (the unit is in each plant output's name; loop values are in the loop's SI unit);
 * ``summary.json``: verdicts (passed, detail, value, unit), energy of every plant power output,
-  the injected faults, the board's events, link counters, and whether the run was interrupted;
-* ``plot.png``: hil.plot.
+  the injected faults, the board's events, link counters, whether the run was interrupted,
+  the board's heap and tick statistics after the run (``board_stats``, ``heap``: its total,
+  highest use and collections between ticks) and where the time went (``timing``: steps, host
+  and board CPU per step, report);
+* ``plot.png``: hil.plot (lines drawn decimated, every extreme kept).
+
+A rig run with ``rows_csv`` has written rows.csv while it ran; :func:`write_rows` then only
+completes it.
 """
 
 import json

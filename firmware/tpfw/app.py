@@ -336,9 +336,9 @@ class App:
         per tick. A look costs a heap scan, so looks are spaced by the allocation rate
         measured so far (at most half the budget left between two). A collection MicroPython
         ran by itself (its use fell back towards the last collection's without ours) means
-        the heap ran out (sys.gc_idle = 0) or crossed gc.threshold inside a tick or a
-        request: the high-water is then taken at that point (the whole heap, or the
-        threshold), an upper bound, not a look."""
+        the heap could not serve an allocation inside a tick or a request: with sys.gc_idle =
+        0 the high-water is then the whole heap; with it on (a fragmented heap, or a burst
+        past gc.threshold) the last look before it, a lower bound."""
         self.gc_calls += 1
         self.gc_wait -= 1
         if self.gc_wait > 0:
@@ -349,11 +349,10 @@ class App:
         if a < self.gc_last - _FREED and a < (self.gc_alloc0 + self.gc_last) // 2:
             # collected by MicroPython since the last look (use also falls a little when the
             # VM frees a buffer it resized; a collection takes back the cycle's garbage)
-            if self.gc_mode:
-                top = self.gc_alloc0 + self.gc_threshold
-            else:
-                top = self.heap_total
-            self._heap_use(top)
+            # gc_idle = 0: MicroPython collects only when an allocation fails, so the heap
+            # was full; with ours on, it did because the heap was too fragmented for one
+            # allocation (or crossed gc.threshold): the use before it is at least the last look
+            self._heap_use(self.gc_last if self.gc_mode else self.heap_total)
             self.gc_alloc0 = a
             self.gc_last = a
             self.gc_wait = 1
