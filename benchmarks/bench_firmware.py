@@ -78,12 +78,12 @@ def tick_cost():
 
 
 def hil_rate(steps=2000):
+    from thermopilot.hil.rig import N_SENSORS
     from thermopilot.hil.vboard import VirtualBoard
-    from thermopilot.protocol.link import Session
 
-    with VirtualBoard() as vb, Session(vb.port) as s:
+    with VirtualBoard() as vb, vb.session() as s:  # the path `hil run` takes
         s.hello()
-        values = [305.0] + [0.0] * 7
+        values = [305.0] + [0.0] * (N_SENSORS - 1)
         t0 = time.perf_counter()
         for k in range(steps):
             s.request("HIL_SENSORS", expect=("HIL_ACTUATORS",), t_ms=k * 100, valid=1,
@@ -108,9 +108,12 @@ def main():
     print("| one full garbage collection | %d µs |" % tick["gc_us"])
     print("| ticks between collections (free heap / bytes per tick) | %.0f |"
           % (tick["free"] / max(tick["bytes_per_tick"], 1)))  # fmt: skip
-    print("| lockstep HIL steps per second (host ↔ pty ↔ VM) | %.0f |" % rate)
-    print("| simulated time per wall second at %g Hz ticks | %.0f× real time |"
-          % (tick_hz, rate / tick_hz))  # fmt: skip
+    print(
+        "| lockstep HIL frames per second, link and board only (host ↔ pty ↔ VM, no plant) "
+        "| %.0f |" % rate
+    )
+    print("| the same in simulated time at %g Hz ticks (no plant, sensors or rows: not a HIL "
+          "run, see bench-hil) | %.0f× real time |" % (tick_hz, rate / tick_hz))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -150,7 +150,19 @@ def info_dict(s):
             for lp in loops
         ],
         "link": st,
+        "heap": _heap(s),
     }
+
+
+def _heap(s):
+    """The board's heap and tick statistics (BOARD_STATS), or {} if it has none."""
+    from thermopilot.hil.report import heap_summary
+
+    try:
+        b = s.heap_and_ticks()
+    except LinkError:
+        return {}
+    return heap_summary({k: getattr(b, k) for k in b if k != "req_seq" and not k.startswith("_")})
 
 
 def cmd_info(args):
@@ -216,6 +228,21 @@ def cmd_info(args):
             st["board_tx_frames"],
         )
     )
+    h = d["heap"]
+    if h:
+        print(
+            "heap          %d of %d bytes used at the highest since boot or the last HIL "
+            "start (%d free now), %d collections between ticks; longest tick %d us, mean "
+            "%.0f us"
+            % (
+                h["peak_used_b"],
+                h["total_b"],
+                h["free_now_b"],
+                h["gc_between_ticks"],
+                h["tick_us_max"],
+                h["tick_us_mean"],
+            )
+        )
     return 0
 
 
