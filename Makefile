@@ -8,7 +8,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 NATIVE := $(wildcard firmware/native/*.c firmware/native/*.h) host/native_build.py
 
 .PHONY: demo test setup system-packages bench bench-protocol bench-control bench-plants \
-	bench-firmware bench-natmod lint clean natmod
+	bench-firmware bench-natmod bench-hil lint clean natmod
 
 demo: setup
 	@$(VENV)/bin/thermopilot hil run hil/scenarios/battery_hold.toml
@@ -37,7 +37,7 @@ system-packages:
 	  $(SUDO) apt-get install -y -q gcc-arm-none-eabi gcc-riscv64-unknown-elf valgrind >/dev/null; \
 	fi
 
-bench: bench-protocol bench-control bench-plants bench-firmware bench-natmod
+bench: bench-protocol bench-control bench-plants bench-firmware bench-natmod bench-hil
 
 bench-protocol: setup
 	@$(PY) benchmarks/bench_protocol.py
@@ -53,6 +53,12 @@ bench-firmware: setup
 
 bench-natmod: setup
 	@$(PY) benchmarks/bench_natmod.py
+
+# one-hour scenarios of every plant as whole `thermopilot hil run` processes, this tree and
+# HIL_BASELINE (the rig before the lockstep work) interleaved; about 10 minutes
+HIL_BASELINE ?= b910325
+bench-hil: setup
+	@$(PY) benchmarks/bench_hil.py --baseline $(HIL_BASELINE)
 
 # The C core as MicroPython dynamic native modules (.mpy), one per board architecture, into
 # firmware/tpcore_mpy/ with its manifest. Needs a MicroPython source tree (git clone

@@ -97,9 +97,8 @@ def tick_cost(tmp, native, raw):
 def hil_rate(raw, steps=2000):
     from thermopilot.hil.rig import N_SENSORS
     from thermopilot.hil.vboard import VirtualBoard
-    from thermopilot.protocol.link import Session
 
-    with VirtualBoard() as vb, Session(vb.port) as s:
+    with VirtualBoard() as vb, vb.session() as s:  # the path `hil run` takes
         s.hello()
         s.command("hil_start")
         values = [raw[0]] + [0.0] * (N_SENSORS - 1)

@@ -385,7 +385,6 @@ def run_case(case, out_dir, plots="failed", on_vm=None, native=True, rows="faile
     ``on_vm(pgid, workdir)`` is called once the case's VM runs (the local pool records it so
     that it can kill the VM's process group and remove its filesystem if this worker dies).
     """
-    from thermopilot.protocol.link import Session
 
     from . import report, rig
     from .vboard import VirtualBoard
@@ -416,7 +415,7 @@ def run_case(case, out_dir, plots="failed", on_vm=None, native=True, rows="faile
                 on_vm(vb.proc.pid, workdir)
             vb.deploy()
             vb.run_app()
-            with Session(vb.port) as s:
+            with vb.session() as s:
                 result = the_rig.run(s, restore_params=False)
         finally:
             vb.stop()

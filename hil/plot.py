@@ -37,6 +37,57 @@ MAX_DISTURBANCES = 3
 FAULT_COLORS = ["#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 
 
+#: a line with more points than twice this is drawn decimated: the first, the lowest and the
+#: highest point of each of this many equal stretches (the plot is ~900 px wide, so nothing
+#: visible is lost and every extreme, e.g. a one-tick spike, stays)
+PLOT_BUCKETS = 1000
+
+
+def minmax_indices(y, buckets=PLOT_BUCKETS):
+    """Indices of ``y`` that draw it at ``buckets`` stretches: per stretch its first point,
+    its lowest and its highest (NaN gaps kept: a stretch's first NaN too), in order. All
+    indices when ``y`` is short."""
+    y = np.asarray(y, dtype=float)
+    n = len(y)
+    if n <= 2 * buckets:
+        return np.arange(n)
+    size = -(-n // buckets)
+    pad = size * buckets - n
+    nan = np.isnan(y)
+    lo = np.where(nan, np.inf, y)
+    hi = np.where(nan, -np.inf, y)
+    if pad:
+        lo = np.concatenate([lo, np.full(pad, np.inf)])
+        hi = np.concatenate([hi, np.full(pad, -np.inf)])
+        nan = np.concatenate([nan, np.zeros(pad, bool)])
+    base = np.arange(buckets) * size
+    parts = [
+        base,
+        base + lo.reshape(buckets, size).argmin(axis=1),
+        base + hi.reshape(buckets, size).argmax(axis=1),
+    ]
+    nan_b = nan.reshape(buckets, size)
+    has_nan = nan_b.any(axis=1)
+    parts.append((base + nan_b.argmax(axis=1))[has_nan])
+    idx = np.unique(np.concatenate(parts + [[n - 1]]))
+    return idx[idx < n]
+
+
+def step_indices(y):
+    """Indices that draw a step signal (``step="post"``) exactly: every change and the ends."""
+    y = np.asarray(y)
+    if len(y) < 3:
+        return np.arange(len(y))
+    ch = np.flatnonzero(y[1:] != y[:-1])
+    return np.unique(np.concatenate([[0, len(y) - 1], ch, ch + 1]))
+
+
+def _line(ax, t, y, *args, **kw):
+    """ax.plot(t, y, ...) with y decimated by minmax_indices."""
+    k = minmax_indices(y)
+    return ax.plot(t[k], np.asarray(y)[k], *args, **kw)
+
+
 def unit_of(quantity, hint=""):
     """(offset, scale, label) so that display = (si - offset) * scale."""
     if quantity == "temperature":
@@ -140,6 +191,20 @@ def layout(result):
     }
 
 
+def preload():
+    """Import matplotlib in a background thread (a HIL run calls this before its board boots,
+    so the import overlaps the wait for the board instead of adding to the report)."""
+    import threading
+
+    def _import():
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot  # noqa: F401
+
+    threading.Thread(target=_import, daemon=True).start()
+
+
 def plot(result, path):
     """Write the run plot of ``result`` (a rig.RigResult with verdicts) to ``path``."""
     import matplotlib
@@ -186,25 +251,31 @@ def plot(result, path):
         main_unit = unit
         color = "C%d" % (3 + k)
         sp = rows["loop.%s.setpoint" % loop]
-        ax_main.plot(t, (sp - off) * sc_, "k--", lw=1.1, label="%s setpoint" % loop)
+        _line(ax_main, t, (sp - off) * sc_, "k--", lw=1.1, label="%s setpoint" % loop)
         pv = ctx.loop(loop)["sensors"].get("pv")
         if pv is not None and rows.has("sensed.%d" % pv):
-            ax_main.plot(
+            _line(
+                ax_main,
                 t,
                 (rows["sensed.%d" % pv] - off) * sc_,
                 color="0.7",
                 lw=0.7,
                 label="sensed (what the board got, ch %d)" % pv,
             )
-        ax_main.plot(
-            t, (rows[sig] - off) * sc_, color=color, lw=1.5, label="%s (plant)" % _name(sig)
+        _line(
+            ax_main,
+            t,
+            (rows[sig] - off) * sc_,
+            color=color,
+            lw=1.5,
+            label="%s (plant)" % _name(sig),
         )
         panel_of[sig] = (ax_main, off, sc_)
         panel_of["loop.%s.setpoint" % loop] = (ax_main, off, sc_)
     for s in extra.get("__main__", []):
         q = signals.quantity_of(s, ctx)
         off, sc_, unit = unit_of(q)
-        ax_main.plot(t, (rows[s] - off) * sc_, lw=1.0, label=_name(s) + " (plant)")
+        _line(ax_main, t, (rows[s] - off) * sc_, lw=1.0, label=_name(s) + " (plant)")
         panel_of[s] = (ax_main, off, sc_)
     ax_main.set_ylabel(
         "%s [%s]" % (", ".join(n for n, _s, _q in loop_panel) or "loop", main_unit or "")
@@ -212,7 +283,7 @@ def plot(result, path):
     for ax, (q, sigs) in zip(ax_extra, extra_panels, strict=True):
         off, sc_, unit = unit_of(q)
         for s in sigs:
-            ax.plot(t, (rows[s] - off) * sc_, lw=1.2, label=_name(s))
+            _line(ax, t, (rows[s] - off) * sc_, lw=1.2, label=_name(s))
             panel_of[s] = (ax, off, sc_)
         ax.set_ylabel("%s [%s]" % (q.replace("_", " "), unit))
     # the loop panel's range follows the plant truth and the setpoints, not a wire break's
@@ -250,12 +321,15 @@ def plot(result, path):
             if len(band) > 5:  # relative to the setpoint (settles)
                 loop = c.cfg["loop"]
                 sp = rows["loop.%s.setpoint" % loop]
-                m = (t >= t0) & (t <= t1)
+                k = np.unique(
+                    np.concatenate([minmax_indices(sp), step_indices((t >= t0) & (t <= t1))])
+                )
+                tk, spk = t[k], sp[k]
                 ax.fill_between(
-                    t,
-                    (sp + lo - off) * sc_,
-                    (sp + hi - off) * sc_,
-                    where=m,
+                    tk,
+                    (spk + lo - off) * sc_,
+                    (spk + hi - off) * sc_,
+                    where=(tk >= t0) & (tk <= t1),
                     color=color,
                     alpha=0.10,
                     lw=0,
@@ -296,14 +370,15 @@ def plot(result, path):
         act = ctx.board["actuators"][a["channel"]]
         got = rows["input." + name]
         cmd = rows["out.%d" % a["channel"]] * a["scale"] + a["offset"]
-        line = ax_act.plot(
+        line = _line(
+            ax_act,
             t,
             got,
             lw=1.3,
             label="%s → %s (plant)" % (act.get("name", "ch%d" % a["channel"]), name),
         )[0]
         if np.nanmax(np.abs(got - cmd)) > 1e-6 * max(1.0, np.nanmax(np.abs(cmd))):
-            ax_act.plot(t, cmd, ls="--", lw=0.9, color=line.get_color(), label="board command")
+            _line(ax_act, t, cmd, ls="--", lw=0.9, color=line.get_color(), label="board command")
     ax_act.set_ylabel("actuators [%s]" % ", ".join(sorted(units)))
 
     # -- disturbances --------------------------------------------------------------------
@@ -311,7 +386,7 @@ def plot(result, path):
         unit = ctx.input_unit(name)
         q = signals.quantity_of("input." + name, ctx)
         off, sc_, label = unit_of(q, unit if unit not in ("-", "") else "")
-        ax.plot(t, (rows["input." + name] - off) * sc_, color="C7", lw=1.2, label=name)
+        _line(ax, t, (rows["input." + name] - off) * sc_, color="C7", lw=1.2, label=name)
         ax.set_ylabel("%s [%s]" % (name, label))
 
     # -- faults and verdicts -------------------------------------------------------------
@@ -319,7 +394,9 @@ def plot(result, path):
     bits = [b for b in range(32) if np.any(f >> b & 1)]
     names = {v: k for k, v in schema.FAULTS.items()}
     for k, b in enumerate(bits):
-        ax_faults.fill_between(t, k, k + 0.8 * (f >> b & 1), step="post", color="C3", alpha=0.7)
+        on = f >> b & 1
+        i = step_indices(on)
+        ax_faults.fill_between(t[i], k, k + 0.8 * on[i], step="post", color="C3", alpha=0.7)
     ax_faults.set_yticks([k + 0.4 for k in range(len(bits))])
     ax_faults.set_yticklabels([names.get(b, "bit%d" % b) for b in bits], fontsize=8)
     ax_faults.set_ylim(-0.1, max(1, len(bits)) + 0.1)
@@ -359,8 +436,13 @@ def plot(result, path):
     )
     if len(t) and t[-1] > 0:
         ax_faults.set_xlim(0, max(float(t[-1]), sc["duration_s"] if not result.interrupted else 0))
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    # a fixed layout (legends right of the axes): tight_layout would draw the whole figure
+    # once more to measure it, and fast PNG compression; each halves the time of a plot
+    inch = fig.get_size_inches()[1]
+    fig.subplots_adjust(
+        left=0.08, right=0.76, bottom=0.45 / inch, top=1.0 - 0.5 / inch, hspace=0.12
+    )
+    fig.savefig(path, dpi=100, pil_kwargs={"compress_level": 1})
     plt.close(fig)
     return path
 

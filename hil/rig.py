@@ -35,6 +35,7 @@ FAULT_NAMES = {v: k for k, v in schema.FAULTS.items()}
 EVENT_NAMES = {**FAULT_NAMES, **{v: k for k, v in schema.NOTICES.items()}}
 KIND_NAMES = {v: k for k, v in schema.EVENT_KINDS.items()}
 MODE_NAMES = {v: k for k, v in schema.MODES.items()}
+BOARD_STATS_FIELDS = [f for f, _fmt, _h in schema.by_name("BOARD_STATS").fields if f != "req_seq"]
 
 
 class RigError(RuntimeError):
@@ -86,6 +87,11 @@ class RigResult:
         self.wall_s = 0.0
         self.params_restored = None
         self.loops = []
+        #: where the time went: steps, steps_wall_s, host_cpu_s and vm_cpu_s (CPU of this
+        #: process and of the board's VM, when known, over the steps)
+        self.timing = {}
+        #: the board's BOARD_STATS after the run (heap high-water, ticks), a dict, or {}
+        self.board_stats = {}
 
     @property
     def passed(self):
@@ -280,8 +286,21 @@ class Rig:
         return todo
 
     # -- the run ---------------------------------------------------------------------------
-    def run(self, session, realtime=False, progress=None, restore_params=True, check_board=True):
-        """Run the scenario on the board behind ``session``; returns a RigResult."""
+    def run(
+        self,
+        session,
+        realtime=False,
+        progress=None,
+        restore_params=True,
+        check_board=True,
+        rows_csv=None,
+        vm_cpu=None,
+    ):
+        """Run the scenario on the board behind ``session``; returns a RigResult.
+
+        ``rows_csv``: write rows.csv there while the run goes (the report then only closes
+        it). ``vm_cpu``: a function returning the board's CPU seconds so far (a virtual
+        board's VM), for ``result.timing``."""
         self.session = session
         ident, loops, snapshot = self._prepare(session, check_board)
         tick_hz = ident.tick_hz
@@ -291,12 +310,29 @@ class Rig:
         session.events.clear()
         t_wall = time.monotonic()
         rows = None
+        timing = {}
         try:
             session.command("hil_start")
             session.fault_reset()
             session.stream_rate("TELEMETRY", tick_hz)
             rows = self._columns(loops, dt_s)
+            if rows_csv is not None:
+                rows.stream_csv(rows_csv)
+            cpu0 = time.process_time()
+            vm0 = vm_cpu() if vm_cpu else 0.0
+            t0 = time.monotonic()
             self._steps(session, rows, loops, dt_s, realtime, progress)
+            timing = {
+                "steps": len(rows),
+                "steps_wall_s": time.monotonic() - t0,
+                "host_cpu_s": time.process_time() - cpu0,
+            }
+            if vm_cpu:
+                timing["vm_cpu_s"] = vm_cpu() - vm0
+        except Exception:
+            if rows is not None:
+                rows.close()  # no result: no partial rows.csv either
+            raise
         finally:
             try:
                 session.command("hil_stop")
@@ -315,8 +351,15 @@ class Rig:
             stats = session.stats()
         except (LinkError, OSError):
             stats = {}
+        try:
+            b = session.heap_and_ticks()
+            board_stats = {k: getattr(b, k) for k in BOARD_STATS_FIELDS}
+        except (LinkError, OSError):
+            board_stats = {}
         rows.freeze()
         res = RigResult(self.sc, rows, self._events, stats, ident, self)
+        res.timing = timing
+        res.board_stats = board_stats
         res.interrupted = self.interrupted
         res.wall_s = time.monotonic() - t_wall
         res.params_restored = None if restored is None else not restored
@@ -346,7 +389,8 @@ class Rig:
         for k, a in enumerate(self.board_def.get("actuators", [])):
             if a.get("name"):
                 aliases["out." + a["name"]] = "out.%d" % k
-        rows = Rows(cols, self.ctx, dt_s, aliases)
+        # spilled to disk block by block: memory stays flat however long the run
+        rows = Rows(cols, self.ctx, dt_s, aliases, spill=True)
         self.rows = rows
         return rows
 
@@ -387,6 +431,7 @@ class Rig:
         self._wall0 = time.monotonic()
         last_progress = 0.0
         n_act = self._n_act
+        format_rows = rows.format_pending
         try:
             for k in range(n_steps + 1):
                 t_s = k * dt_s
@@ -447,6 +492,7 @@ class Rig:
                     ans = session.request(
                         "HIL_SENSORS",
                         expect=("HIL_ACTUATORS",),
+                        idle=format_rows,  # rows.csv while the board computes
                         t_ms=int(round(t_s * 1000)),
                         valid=valid,
                         values=raw,

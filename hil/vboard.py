@@ -342,6 +342,10 @@ class VirtualBoard:
         self._quick_exits = 0
         self._tail = bytearray()  # the VM's latest console output, for error messages
         self._support = None
+        # a client in this process that talks to the VM's pty itself (DirectPort): while it
+        # holds it, the bridge leaves the VM alone
+        self._direct_want = threading.Event()
+        self._direct_held = threading.Event()
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -564,6 +568,12 @@ class VirtualBoard:
                 if not self._vm_exited():
                     return
                 continue
+            if self._direct_want.is_set() and not to_vm:
+                self._direct_held.set()
+                while self._direct_want.is_set() and not self._stop.is_set():
+                    self._stop.wait(0.1)
+                self._direct_held.clear()
+                continue
             whole_frames = self._app_running and len(users) > 1
             readable = [u for u in users if len(queue[u]) < self.PORT_BUFFER]
             try:
@@ -648,6 +658,44 @@ class VirtualBoard:
                 except OSError:
                     to_vm = b""
 
+    def direct(self, timeout_s=5.0):
+        """The VM's console as a port object for one client in this process (a HIL run):
+        bytes go to and come from the VM's pty without the bridge thread in between. Only a
+        board with one port; the bridge resumes when the port is closed."""
+        if self.n_ports != 1:
+            raise VirtualBoardError(
+                "a direct port needs a virtual board with one port (this one has %d)"
+                % self.n_ports
+            )
+        if self._bridge is None or not self._bridge.is_alive():
+            raise VirtualBoardError("the virtual board is not running")
+        if self._direct_want.is_set():
+            raise VirtualBoardError("the virtual board's direct port is already open")
+        self._direct_want.set()
+        if not self._direct_held.wait(timeout_s) or self._vm is None:
+            self._direct_want.clear()
+            raise VirtualBoardError("the virtual board's bridge did not hand over its VM")
+        return DirectPort(self, self._vm)
+
+    def session(self, **kw):
+        """A protocol Session to the board: on a one-port board straight to the VM's pty,
+        read by the calling thread (no bridge and no reader thread per frame); otherwise on
+        its first port. ``kw`` goes to Session (timeout_s, retries)."""
+        from thermopilot.protocol.link import Session
+
+        if self.n_ports != 1:
+            return Session(self.port, **kw)
+        return Session(self.port, serial_port=self.direct(), threaded=False, **kw)
+
+    def cpu_s(self):
+        """CPU time the VM process has used so far (user + system), s; 0 if unknown."""
+        try:
+            with open("/proc/%d/stat" % self.proc.pid) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, AttributeError, IndexError, ValueError):
+            return 0.0
+
     def mpremote(self, *args, timeout_s=60.0):
         """Run ``mpremote connect PORT resume ARGS...``; raise with its output on failure."""
         cmd = _mpremote_cmd() + ["connect", self.port, "resume"] + list(args)
@@ -694,3 +742,71 @@ class VirtualBoard:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+class DirectPort:
+    """The VM's console for one client in this process, with pyserial's interface (write,
+    read, in_waiting, close) plus ``read_ready(timeout_s)`` for a Session without a reader
+    thread. Closing it hands the VM back to the bridge."""
+
+    def __init__(self, board, fd):
+        self._board = board
+        self._fd = fd
+        self._buf = bytearray()
+        self.port = board.port
+        self.timeout = 0.05
+        self.is_open = True
+
+    def fileno(self):
+        return self._fd
+
+    def write(self, data):
+        view = memoryview(data)
+        while view:
+            try:
+                n = os.write(self._fd, view)
+            except BlockingIOError:
+                select.select([], [self._fd], [], 0.05)
+                continue
+            view = view[n:]
+        return len(data)
+
+    def read_ready(self, timeout_s):
+        """Bytes waiting, after waiting up to ``timeout_s`` for the first; b"" if none.
+        Raises OSError once the VM has exited."""
+        if self._buf:
+            data = bytes(self._buf)
+            self._buf.clear()
+            return data
+        r, _, _ = select.select([self._fd], [], [], max(0.0, timeout_s))
+        if not r:
+            return b""
+        try:
+            data = os.read(self._fd, 65536)
+        except BlockingIOError:
+            return b""
+        if not data:
+            raise OSError(errno.EIO, "the virtual board's VM has exited")
+        return data
+
+    def read(self, n=1):
+        if not self._buf:
+            try:
+                self._buf += self.read_ready(self.timeout)
+            except OSError:
+                return b""
+        data = bytes(self._buf[:n])
+        del self._buf[:n]
+        return data
+
+    @property
+    def in_waiting(self):
+        if not self._buf:
+            with contextlib.suppress(OSError):
+                self._buf += self.read_ready(0.0)
+        return len(self._buf)
+
+    def close(self):
+        if self.is_open:
+            self.is_open = False
+            self._board._direct_want.clear()

@@ -13,13 +13,10 @@ cli_hil.register(sub, port_arg), the commands are split into modules, and a fram
 """
 
 import argparse
+import importlib
 import os
 import re
 import sys
-
-from thermopilot.hil import resources
-from thermopilot.protocol import schema
-from thermopilot.protocol.link import LinkError
 
 from .console import (
     EXIT_FAILED,
@@ -34,11 +31,19 @@ from .console import (
 __all__ = ["EXIT_FAILED", "EXIT_USAGE", "UserError", "build_parser", "main", "_features"]
 
 
+#: telemetry rates a board accepts (STREAM_RATE), Hz
+RATE_MIN_HZ = 0.01
+RATE_MAX_HZ = 100.0
+
+
 def _features(bits):
+    from thermopilot.protocol import schema
+
     return [k for k, v in schema.FEATURES.items() if bits & (1 << v)] or ["none"]
 
 
 def version_text():
+    from thermopilot.protocol import schema
     from thermopilot.protocol.link import _host_version
 
     return "thermopilot %s (protocol v%d, schema %08x)" % (
@@ -93,8 +98,31 @@ def _port_completer(**_kw):
     return [p["device"] for p in list_ports()]
 
 
+class _Version(argparse.Action):
+    """--version, worked out only when asked (it imports the protocol and package metadata)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser._print_message(version_text() + "\n", sys.stdout)
+        parser.exit()
+
+
+def _command(module, name):
+    """The function ``name`` of ``host.<module>``, imported when the command runs: the
+    parser (and so --help and argument errors) never imports a command's dependencies
+    (the protocol's construct, pyserial, numpy, matplotlib, CoolProp)."""
+
+    def run(args):
+        return getattr(importlib.import_module("." + module, __package__), name)(args)
+
+    run.__name__ = name
+    return run
+
+
 def build_parser():
-    from . import cli_board, cli_vboard, flash
+    from thermopilot.hil import resources
 
     ap = Parser(
         prog="thermopilot",
@@ -102,7 +130,7 @@ def build_parser():
         "MicroPython boards and on the virtual board. Values are shown and typed in degC, bar, "
         "% and K (temperature differences); add a unit to type another (e.g. 305 K).",
     )
-    ap.add_argument("--version", action="version", version=version_text())
+    ap.add_argument("--version", action=_Version, help="show the version and exit")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def port_arg(p, required=True):
@@ -126,7 +154,7 @@ def build_parser():
 
     p = sub.add_parser("ports", help="list serial ports with VID:PID and the board they look like")
     json_arg(p)
-    p.set_defaults(func=flash.cmd_ports)
+    p.set_defaults(func=_command("flash", "cmd_ports"))
 
     p = sub.add_parser(
         "vboard",
@@ -153,12 +181,12 @@ def build_parser():
     p.add_argument("--port", default=None, help="reset: the virtual board on this pty")
     p.add_argument("--no-native", action="store_true", help=_NO_NATIVE_HELP)
     json_arg(p)
-    p.set_defaults(func=cli_vboard.cmd_vboard)
+    p.set_defaults(func=_command("cli_vboard", "cmd_vboard"))
 
     p = sub.add_parser("info", help="identity, loops, features and link statistics of a board")
     port_arg(p)
     json_arg(p)
-    p.set_defaults(func=cli_board.cmd_info)
+    p.set_defaults(func=_command("cli_board", "cmd_info"))
 
     p = sub.add_parser("monitor", help="live telemetry table in degC/K/bar/%%; --csv logs it")
     port_arg(p)
@@ -168,10 +196,9 @@ def build_parser():
         "--rate",
         type=float,
         default=None,
-        help="telemetry rate to ask the board for, %g .. %g Hz"
-        % (cli_board.RATE_MIN_HZ, cli_board.RATE_MAX_HZ),
+        help="telemetry rate to ask the board for, %g .. %g Hz" % (RATE_MIN_HZ, RATE_MAX_HZ),
     )
-    p.set_defaults(func=cli_board.cmd_monitor)
+    p.set_defaults(func=_command("cli_board", "cmd_monitor"))
 
     p = sub.add_parser(
         "param",
@@ -181,26 +208,26 @@ def build_parser():
     p.add_argument("args", nargs="*", help="NAME [VALUE [UNIT]]")
     port_arg(p)
     json_arg(p)
-    p.set_defaults(func=cli_board.cmd_param)
+    p.set_defaults(func=_command("cli_board", "cmd_param"))
 
     p = sub.add_parser("fault", help="list the board's faults, or reset those whose cause is gone")
     p.add_argument("action", choices=["list", "reset"])
     port_arg(p)
     json_arg(p)
-    p.set_defaults(func=cli_board.cmd_fault)
+    p.set_defaults(func=_command("cli_board", "cmd_fault"))
 
     p = sub.add_parser("mode", help="set a loop's mode: auto, manual or off")
     p.add_argument("loop", help="loop name (thermopilot info lists them)")
     p.add_argument("mode", choices=["auto", "manual", "off"])
     port_arg(p)
-    p.set_defaults(func=cli_board.cmd_mode)
+    p.set_defaults(func=_command("cli_board", "cmd_mode"))
 
     p = sub.add_parser("manual", help="drive a loop's output by hand (switches it to manual)")
     p.add_argument("loop", help="loop name")
     p.add_argument("value", help="output, in %% for a fraction (or add a unit)")
     p.add_argument("unit", nargs="?", default=None, help="e.g. %%, fraction")
     port_arg(p)
-    p.set_defaults(func=cli_board.cmd_manual)
+    p.set_defaults(func=_command("cli_board", "cmd_manual"))
 
     p = sub.add_parser(
         "setpoint", help="set a loop's setpoint (degC, K, bar... as the loop measures)"
@@ -209,7 +236,7 @@ def build_parser():
     p.add_argument("value", help="setpoint in the shown unit (degC, K, bar, %%) or with UNIT")
     p.add_argument("unit", nargs="?", default=None, help="e.g. degC, K, bar, kPa")
     port_arg(p)
-    p.set_defaults(func=cli_board.cmd_setpoint)
+    p.set_defaults(func=_command("cli_board", "cmd_setpoint"))
 
     p = sub.add_parser(
         "deploy",
@@ -230,7 +257,7 @@ def build_parser():
     p.add_argument("file")
     p.add_argument("--slot", type=int, default=0, choices=range(0, 8))
     port_arg(p)
-    p.set_defaults(func=cli_board.cmd_upload)
+    p.set_defaults(func=_command("cli_board", "cmd_upload"))
 
     p = sub.add_parser("flash", help="flash MicroPython itself (esptool API or a UF2 copy)")
     p.add_argument("--board", required=True, help=board_help)
@@ -238,7 +265,7 @@ def build_parser():
     p.add_argument("--port", help="serial port (ESP32, esptool)")
     p.add_argument("--drive", help="mount point of the RPI-RP2 drive (UF2)")
     p.add_argument("--dry-run", action="store_true", help="check the image, say what would happen")
-    p.set_defaults(func=flash.cmd_flash)
+    p.set_defaults(func=_command("flash", "cmd_flash"))
 
     p = sub.add_parser(
         "completion",
@@ -259,12 +286,13 @@ def build_parser():
 
 def main(argv=None):
     parser = build_parser()
-    try:
-        import argcomplete
+    if "_ARGCOMPLETE" in os.environ:  # the shell asks for completions
+        try:
+            import argcomplete
 
-        argcomplete.autocomplete(parser)
-    except ImportError:  # completion is a nicety; the CLI works without it
-        pass
+            argcomplete.autocomplete(parser)
+        except ImportError:  # completion is a nicety; the CLI works without it
+            pass
     args = parser.parse_args(argv)
     try:
         return args.func(args)
@@ -278,11 +306,21 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("thermopilot: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (UserError, LinkError, ValueError, OSError, RuntimeError) as exc:
-        if os.environ.get("THERMOPILOT_DEBUG"):
+    except (UserError, ValueError, OSError, RuntimeError) as exc:
+        return _user_error(exc)
+    except Exception as exc:
+        from thermopilot.protocol.link import LinkError
+
+        if not isinstance(exc, LinkError):
             raise
-        print("thermopilot: error: %s" % exc, file=sys.stderr)
-        return EXIT_USAGE
+        return _user_error(exc)
+
+
+def _user_error(exc):
+    if os.environ.get("THERMOPILOT_DEBUG"):
+        raise exc
+    print("thermopilot: error: %s" % exc, file=sys.stderr)
+    return EXIT_USAGE
 
 
 if __name__ == "__main__":

@@ -25,8 +25,7 @@ FAULT_NAMES = {v: k for k, v in schema.FAULTS.items()}
 EVENT_NAMES = {**FAULT_NAMES, **{v: k for k, v in schema.NOTICES.items()}}
 EVENT_KINDS = {v: k for k, v in schema.EVENT_KINDS.items()}
 #: telemetry rates the board streams at (firmware app.py on_stream_rate)
-RATE_MIN_HZ = 0.01
-RATE_MAX_HZ = 100.0
+from .cli import RATE_MAX_HZ, RATE_MIN_HZ  # noqa: E402 - beside their use
 
 
 def _text(raw):
@@ -155,7 +154,19 @@ def info_dict(s):
             for lp in loops
         ],
         "link": st,
+        "heap": _heap(s),
     }
+
+
+def _heap(s):
+    """The board's heap and tick statistics (BOARD_STATS), or {} if it has none."""
+    from thermopilot.hil.report import heap_summary
+
+    try:
+        b = s.heap_and_ticks()
+    except LinkError:
+        return {}
+    return heap_summary({k: getattr(b, k) for k in b if k != "req_seq" and not k.startswith("_")})
 
 
 def cmd_info(args):
@@ -221,6 +232,21 @@ def cmd_info(args):
             st["board_tx_frames"],
         )
     )
+    h = d["heap"]
+    if h:
+        print(
+            "heap          %d of %d bytes used at the highest since boot or the last HIL "
+            "start (%d free now), %d collections between ticks; longest tick %d us, mean "
+            "%.0f us"
+            % (
+                h["peak_used_b"],
+                h["total_b"],
+                h["free_now_b"],
+                h["gc_between_ticks"],
+                h["tick_us_max"],
+                h["tick_us_mean"],
+            )
+        )
     return 0
 
 

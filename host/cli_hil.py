@@ -120,16 +120,33 @@ def cmd_hil_run(args):
     t0 = time.monotonic()
     result = None
     target = args.port
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows_csv = out_dir / "rows.csv"  # written while the run goes
+    if not args.no_plot:
+        from thermopilot.hil import plot
+
+        plot.preload()  # matplotlib's import overlaps the board's start
     try:
         with _Progress(err, sc, realtime=bool(args.port or args.realtime)) as progress:
             if args.port:
-                result = _run_on(the_rig, args.port, True, progress, args)
+                result = _run_on(the_rig, args.port, True, progress, args, rows_csv=rows_csv)
             else:
                 from thermopilot.hil.vboard import VirtualBoard
 
                 with VirtualBoard(board=sc["board_path"], native=not args.no_native) as vb:
                     target = "virtual board (%s)" % vb.port
-                    result = _run_on(the_rig, vb.port, args.realtime, progress, args)
+                    t_start = time.monotonic() - t0
+                    result = _run_on(
+                        the_rig,
+                        vb.port,
+                        args.realtime,
+                        progress,
+                        args,
+                        vb.session(),
+                        rows_csv=rows_csv,
+                        vm_cpu=vb.cpu_s,
+                    )
+                    result.timing["start_s"] = t_start
     except KeyboardInterrupt:
         if result is None:
             print(
@@ -157,10 +174,10 @@ def cmd_hil_run(args):
     return 0 if result.passed else EXIT_FAILED
 
 
-def _run_on(the_rig, port, realtime, progress, args):
+def _run_on(the_rig, port, realtime, progress, args, session=None, **kw):
     from thermopilot.protocol.link import Session
 
-    with Session(port) as s:
+    with session or Session(port) as s:
         for slot, data in _uploads(getattr(args, "upload", None)):
             s.upload(slot, data)  # before the run: the controllers load it at its start
         return the_rig.run(
@@ -168,11 +185,14 @@ def _run_on(the_rig, port, realtime, progress, args):
             realtime=bool(realtime),
             progress=progress,
             restore_params=not args.keep_params,
+            **kw,
         )
 
 
 def _print_result(console, result, sc, target, wall, out_dir):
     from rich.table import Table
+
+    from thermopilot.hil import report
 
     tb = Table(
         title="HIL %s on %s: %.0f s simulated in %.1f s%s"
@@ -228,6 +248,36 @@ def _print_result(console, result, sc, target, wall, out_dir):
     if result.params_restored is False:
         console.print(
             "[yellow]parameters not restored: %s[/yellow]" % ", ".join(result.params_not_restored)
+        )
+    heap = report.heap_summary(result.board_stats)
+    if heap:
+        console.print(
+            "board heap: %d of %d bytes at the highest (%d free at the lowest), %d "
+            "collections between ticks; longest tick %d us (mean %.0f us)"
+            % (
+                heap["peak_used_b"],
+                heap["total_b"],
+                heap["min_free_b"],
+                heap["gc_between_ticks"],
+                heap["tick_us_max"],
+                heap["tick_us_mean"],
+            )
+        )
+    tm = result.timing
+    if tm.get("steps"):
+        console.print(
+            "time: %s%.1f s for %d steps (%.2f ms each: host CPU %.2f ms%s), report %.2f s"
+            % (
+                "%.1f s board start, " % tm["start_s"] if "start_s" in tm else "",
+                tm["steps_wall_s"],
+                tm["steps"],
+                1e3 * tm["steps_wall_s"] / tm["steps"],
+                1e3 * tm["host_cpu_s"] / tm["steps"],
+                ", board CPU %.2f ms" % (1e3 * tm["vm_cpu_s"] / tm["steps"])
+                if "vm_cpu_s" in tm
+                else "",
+                tm.get("report_s", 0.0),
+            )
         )
     console.print("report: %s (plot.png, rows.csv, summary.json)" % out_dir)
     if result.interrupted:

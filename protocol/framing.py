@@ -34,25 +34,17 @@ class FrameError(ValueError):
 
 
 def cobs_encode(data):
-    """COBS-encode ``data`` (bytes); the result holds no 0x00 byte."""
-    out = bytearray(b"\x00")
-    code_at = 0
-    code = 1
-    for b in data:
-        if b == 0:
-            out[code_at] = code
-            code_at = len(out)
-            out.append(0)
-            code = 1
-        else:
-            out.append(b)
-            code += 1
-            if code == 0xFF:
-                out[code_at] = code
-                code_at = len(out)
-                out.append(0)
-                code = 1
-    out[code_at] = code
+    """COBS-encode ``data`` (bytes); the result holds no 0x00 byte. Each run between zeros
+    becomes a code byte and the run (split at 254 bytes), copied as a slice, not byte by
+    byte: the HIL rig encodes a frame per tick."""
+    out = bytearray()
+    for run in bytes(data).split(b"\x00"):
+        while len(run) >= 254:
+            out.append(0xFF)
+            out += run[:254]
+            run = run[254:]
+        out.append(len(run) + 1)
+        out += run
     return bytes(out)
 
 
@@ -109,11 +101,12 @@ def decode_frame(block):
 
 
 def pack(name, seq, /, session=0, **fields):
-    """Encode message ``name`` with ``fields`` into a wire frame (construct does the payload)."""
+    """Encode message ``name`` with ``fields`` into a wire frame (Message.build does the
+    payload)."""
     msg = by_name(name)
     try:
-        payload = msg.struct.build(fields)
-    except ConstructError as exc:
+        payload = msg.build(fields)
+    except (ConstructError, ValueError) as exc:
         raise ValueError("cannot encode %s %r: %s" % (name, fields, exc)) from None
     return encode_frame(seq, msg.id, payload, session)
 

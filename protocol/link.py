@@ -1,6 +1,8 @@
 """The host end of a ThermoPilot link: requests with answers and retries over a serial port.
 
-A reader thread decodes every frame the board sends. Each Session picks a random session
+A reader thread decodes every frame the board sends (or, with ``threaded=False``, the thread
+that waits for an answer reads the port itself: one thread, no hand-over per frame, what the
+lockstep HIL rig wants on a port only it uses). Each Session picks a random session
 byte (1..255) that its HELLO opens on the board and every request carries; the board answers
 with the same byte, so two programs sharing one board (a HIL run and a monitor) never take
 each other's answers. Answers (messages with a ``req_seq`` field) for this session wake the
@@ -73,10 +75,26 @@ class Session:
         How long to wait for an answer before retrying.
     retries : int
         How many times a request is re-sent (same sequence number) before giving up.
+    serial_port : object or None
+        An open port to use instead of opening ``port`` (pyserial's interface: write, read,
+        in_waiting, close).
+    threaded : bool
+        True: a reader thread decodes what the board sends, so telemetry queues fill while
+        the caller does other things. False: frames are read only inside :meth:`request`
+        and :meth:`poll`, by the calling thread, from a ``serial_port`` that has
+        ``read_ready(timeout_s)`` (bytes waiting, after waiting up to timeout_s for the
+        first); only one thread may use such a session.
     """
 
     def __init__(
-        self, port, baudrate=115200, timeout_s=0.5, retries=3, serial_port=None, session=None
+        self,
+        port,
+        baudrate=115200,
+        timeout_s=0.5,
+        retries=3,
+        serial_port=None,
+        session=None,
+        threaded=True,
     ):
         self.port = port
         self.timeout_s = timeout_s
@@ -104,8 +122,12 @@ class Session:
         self.host_stats = {"requests": 0, "retries": 0, "timeouts": 0, "other_session": 0}
         self._stop = False
         self._tx_lock = threading.Lock()
-        self._reader = threading.Thread(target=self._read_loop, daemon=True)
-        self._reader.start()
+        self._reader = None
+        if threaded:
+            self._reader = threading.Thread(target=self._read_loop, daemon=True)
+            self._reader.start()
+        elif not hasattr(self.ser, "read_ready"):
+            raise TypeError("Session(threaded=False) needs a serial_port with read_ready()")
         # a lone delimiter ends whatever partial bytes the board holds (a REPL's leftovers),
         # so the first request is not merged with them
         self.ser.write(b"\x00")
@@ -126,28 +148,47 @@ class Session:
                     return
                 time.sleep(0.05)
                 continue
-            if not data:
-                continue
-            for sess, _seq, msg, c in self.decoder.feed(data):
-                if self.on_frame is not None:
-                    self.on_frame(msg, c)
-                if "req_seq" in c:
-                    if sess != self.session:
-                        self.host_stats["other_session"] += 1
-                        continue
-                    with self._cond:
-                        self._answers[c.req_seq] = (msg, c)
-                        self._cond.notify_all()
-                elif msg.name == "TELEMETRY":
-                    self.telemetry.append(c)
-                elif msg.name == "EVENT":
-                    self.events.append(c)
-                elif msg.name == "LOG":
-                    self.logs.append(c)
+            if data:
+                self._take(data)
+
+    def _take(self, data):
+        # decode received bytes: answers to their waiting request, broadcasts to the queues
+        for sess, _seq, msg, c in self.decoder.feed(data):
+            if self.on_frame is not None:
+                self.on_frame(msg, c)
+            if "req_seq" in c:
+                if sess != self.session:
+                    self.host_stats["other_session"] += 1
+                    continue
+                with self._cond:
+                    self._answers[c.req_seq] = (msg, c)
+                    self._cond.notify_all()
+            elif msg.name == "TELEMETRY":
+                self.telemetry.append(c)
+            elif msg.name == "EVENT":
+                self.events.append(c)
+            elif msg.name == "LOG":
+                self.logs.append(c)
+
+    def poll(self, timeout_s=0.0):
+        """Without a reader thread: decode what the board has sent (waiting up to
+        ``timeout_s`` for it), so that the telemetry, events and logs queues are current.
+        With one, just wait ``timeout_s``."""
+        if self._reader is not None:
+            if timeout_s > 0:
+                time.sleep(timeout_s)
+            return
+        try:
+            data = self.ser.read_ready(timeout_s)
+        except OSError:
+            return
+        if data:
+            self._take(data)
 
     def close(self):
         self._stop = True
-        self._reader.join(timeout=1.0)
+        if self._reader is not None:
+            self._reader.join(timeout=1.0)
         try:
             self.ser.close()
         except Exception:  # noqa: BLE001 - closing a vanished port is not an error
@@ -167,8 +208,11 @@ class Session:
             self.ser.write(pack(msg_name, seq, session=self.session, **fields))
         return seq
 
-    def request(self, msg_name, /, expect=("ACK",), **fields):
+    def request(self, msg_name, /, expect=("ACK",), idle=None, **fields):
         """Send ``name`` and wait for its answer; retry with the same sequence on timeout.
+
+        ``idle``, if given, is called once after the first send, before waiting: work the
+        caller can do while the board computes its answer.
 
         Returns the answer's construct Container. Raises Nack when the board refuses,
         LinkTimeout when no answer comes after all retries.
@@ -188,7 +232,18 @@ class Session:
                 self._answers.pop(seq, None)
             with self._tx_lock:
                 self.ser.write(frame)
+            if idle is not None and not attempt:
+                idle()
             deadline = time.monotonic() + self.timeout_s
+            if self._reader is None:
+                while True:
+                    got = self._read_answer(seq, deadline)
+                    if got is None:
+                        break  # timed out: send again
+                    c = self._answer_of(name, expect, got)
+                    if c is not None:
+                        return c
+                continue
             with self._cond:
                 while True:
                     got = self._answers.pop(seq, None)
@@ -215,6 +270,34 @@ class Session:
                 self.port,
             )
         )
+
+    def _read_answer(self, seq, deadline):
+        # no reader thread: read the port here until the answer to seq (of the expected
+        # kind or a NACK) arrives or the deadline passes
+        answers = self._answers
+        while True:
+            got = answers.pop(seq, None)
+            if got is not None:
+                return got
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            try:
+                data = self.ser.read_ready(left)
+            except OSError:
+                data = b""  # the board is gone: the request times out as on a dead port
+                time.sleep(min(left, 0.05))
+            if data:
+                self._take(data)
+
+    @staticmethod
+    def _answer_of(name, expect, got):
+        msg, c = got
+        if msg.name == "NACK":
+            raise Nack(name, c)
+        if msg.name in expect:
+            return c
+        return None
 
     # -- operations -------------------------------------------------------------------------
 

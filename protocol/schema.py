@@ -196,6 +196,10 @@ class Message:
             count = int(fmt[:-1]) if fmt[-1] != "s" and len(fmt) > 1 else 0
             self._layout.append((fname, k, count))
             k += count or 1
+        self._pack = _struct.Struct(self.format).pack
+        # struct pads or cuts a bytes field that construct would refuse: those messages (names,
+        # uploads; a few per session) keep construct's build
+        self.fast_build = not any(fmt.endswith("s") for _, fmt, _ in self.fields)
 
     def parse(self, payload):
         """Decode a payload of exactly ``size`` bytes into a construct Container; the same
@@ -205,6 +209,31 @@ class Message:
         for fname, k, count in self._layout:
             c[fname] = vals[k] if not count else ListContainer(vals[k : k + count])
         return c
+
+    def build(self, fields):
+        """Encode ``fields`` (every field by name) into a payload: the same bytes as
+        ``self.struct.build(fields)`` for messages without bytes fields (``fast_build``),
+        about 10x faster (the HIL rig sends one per tick). Raises ValueError naming the
+        message and what is wrong."""
+        if not self.fast_build:
+            return self.struct.build(fields)
+        vals = []
+        for fname, _k, count in self._layout:
+            if fname not in fields:
+                raise ValueError("%s: field %s is missing" % (self.name, fname))
+            v = fields[fname]
+            if count:
+                if len(v) != count:
+                    raise ValueError(
+                        "%s: %s has %d values, expected %d" % (self.name, fname, len(v), count)
+                    )
+                vals.extend(v)
+            else:
+                vals.append(v)
+        try:
+            return self._pack(*vals)
+        except (_struct.error, OverflowError, TypeError) as exc:
+            raise ValueError("%s: %s" % (self.name, exc)) from None
 
     def __repr__(self):
         return "Message(%d, %r, %d bytes)" % (self.id, self.name, self.size)

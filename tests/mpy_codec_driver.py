@@ -1,6 +1,8 @@
 # Runs on the MicroPython VM (not CPython): the board's framing (tpfw/link.py) and generated
 # codec (tpfw/codec.py) decode the host's frames and encode them again.
-# Usage: micropython mpy_codec_driver.py FIRMWARE_DIR
+# Usage: micropython mpy_codec_driver.py FIRMWARE_DIR [chunks]
+# ("chunks": the stream is fed with Link.feed in chunks of 1, 2, ... 67 bytes in turn, as the
+# application reads its console, instead of feed_byte one byte at a time)
 # Each stdin line is the hex of a byte stream; the answer line is
 #   <hex of re-encoded frames or -> <ok> <bad_crc> <bad_cobs> <bad_len> <overflow> <dropped>
 # after feeding the stream byte by byte to one Link (its counters carry over between lines).
@@ -23,6 +25,30 @@ for _k in dir(codec):
 
 out = []
 link = Link(lambda mv: out.append(bytes(mv)))
+CHUNKS = len(sys.argv) > 2 and sys.argv[2] == "chunks"
+_size = [0]
+
+
+def feed(data):
+    """The payload length of every good frame in data, fed as the chosen mode feeds."""
+    if not CHUNKS:
+        for b in data:
+            n = link.feed_byte(b)
+            if n >= 0:
+                yield n
+        return
+    at = 0
+    while at < len(data):
+        _size[0] = _size[0] % 67 + 1
+        buf = bytearray(data[at : at + _size[0]])
+        at += len(buf)
+        i = 0
+        while i < len(buf):
+            n = link.feed(buf, i, len(buf))
+            i = link.next_i
+            if n >= 0:
+                yield n
+
 
 while True:
     line = sys.stdin.readline()
@@ -30,10 +56,8 @@ while True:
         break
     line = line.strip()
     out.clear()
-    for b in unhexlify(line):
-        n = link.feed_byte(b)
-        if n < 0:
-            continue
+    data = unhexlify(line)
+    for n in feed(data):
         rx = link.rx
         msg_id = rx[2]
         if msg_id not in FORMATS or FORMATS[msg_id][1] != n:

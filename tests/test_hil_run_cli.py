@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -27,9 +28,20 @@ def test_ctrl_c_stops_cleanly_with_a_partial_report(tmp_path):
         text=True,
         env=env,
     )
-    time.sleep(7.0)  # the board starts (~1.5 s), then a few seconds of real time
+    # the board starts (~1.5 s idle, much longer on a busy machine), then a few seconds of
+    # real time: interrupt once the progress line shows simulated time
+    chunks = []
+    reader = threading.Thread(target=lambda: chunks.extend(iter(proc.stderr.readline, "")))
+    reader.start()
+    deadline = time.monotonic() + 60
+    while "simulated" not in "".join(chunks) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(3.0)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    out = proc.stdout.read()
+    proc.wait(timeout=60)
+    reader.join(timeout=10)
+    err = "".join(chunks)
     assert proc.returncode == 130, out + err
     assert "simulated" in err and "criteria:" in err  # the progress line was shown
     assert "interrupted at t=" in err and "hil_stop" in err and "partial report" in err

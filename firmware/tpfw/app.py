@@ -19,7 +19,7 @@ from micropython import const
 
 from . import FW_VERSION, codec, core
 from .hal import MAX_ACTUATORS, MAX_SENSORS, HilHal, Sensing
-from .link import Link, copy_at, crc_ok, get_u16, get_u30
+from .link import Link, copy_at, copy_into, crc_ok, get_u16, get_u30
 from .loops import F32, controller_class, quantity
 from .params import NO_OTHER, SAVED, UNCHANGED, Params
 from .supervisor import TIME_MASK, Supervisor, elapsed
@@ -28,6 +28,8 @@ _NO_LOOP = const(255)
 _MAX_UPLOAD = const(16384)  # bytes: an MPC blob of the largest dimensions fits
 _SLOTS = const(8)
 _RX_BUDGET = const(512)  # bytes read per pass of the main loop at most
+_FREED = const(2048)  # bytes use must fall between two looks to count as a collection
+_TX_BATCH = const(1024)  # bytes of answers and telemetry gathered into one console write
 _MAX_CATCHUP = const(10)  # ticks run late in real time before the schedule skips ahead
 _HALF = const(0x1FFFFFFF)
 _LOG_ERROR = const(3)
@@ -87,7 +89,13 @@ class App:
         self.board = board
         self.stdin = stdin
         self.stdout = stdout
-        self.link = Link(stdout.write)
+        self.link = Link(self._emit)
+        # what one pass of input makes the board send (answers, the telemetry and events
+        # of the ticks a HIL frame ran) goes out in one write: one wake-up for the host, one
+        # USB transfer on a board
+        self.txbuf = bytearray(_TX_BATCH)
+        self.tx_n = 0
+        self.batching = False
         self.sup = Supervisor(board["sensors"], board["actuators"])
         rows, rules, self.p_owner = param_table(board)
         self.params = p = Params(rows, rules, path_dir)
@@ -142,9 +150,15 @@ class App:
         self.tick_us_max = 0
         self.tick_us_mean = 0.0
         self.ticks_late = 0
-        self.heap_min_free = 0
+        self.heap_min_free = 0  # heap total - the highest heap use seen (the high-water)
+        self.heap_total = 0
+        self.heap_peak = 0  # highest gc.mem_alloc() seen: just before each collection
         self.gc_budget = 0
-        self.gc_alloc0 = 0
+        self.gc_alloc0 = 0  # heap in use after the last collection
+        self.gc_last = 0  # heap in use at the last look
+        self.gc_wait = 1  # idle_gc calls until the next look
+        self.gc_calls = 0  # idle_gc calls since the last look
+        self.gc_threshold = -1
         self.gc_mode = True
         self.tlm_period_ms = 500
         self.next_tlm_ms = 0
@@ -273,16 +287,11 @@ class App:
         self.now_ms = t_ms
 
     def _timed_tick(self, t_ms):
-        # the tick with its duration and the heap's low point around it
-        free = gc.mem_free()
-        if free < self.heap_min_free:
-            self.heap_min_free = free
+        # the tick with its duration (the heap is watched by idle_gc: gc.mem_free() and
+        # gc.mem_alloc() scan the whole heap's allocation table, tens of us each)
         t0 = time.ticks_us()
         self.tick(t_ms)
         us = time.ticks_diff(time.ticks_us(), t0)
-        free = gc.mem_free()
-        if free < self.heap_min_free:
-            self.heap_min_free = free
         if us > self.tick_us_max:
             self.tick_us_max = us
         if self.ticks > 64 and us > 3 * self.tick_us_mean:
@@ -297,27 +306,91 @@ class App:
         the allocator runs out of room ahead of it long before the heap is full."""
         gc.collect()
         free = gc.mem_free()
-        self.heap_min_free = free
+        a = gc.mem_alloc()
+        self.heap_total = free + a
         self.tick_us_max = 0  # the statistics describe the policy in force
         self.gc_budget = free // 8
-        self.gc_alloc0 = gc.mem_alloc()
         self.gc_mode = self.params.values[self.i_gc] != 0.0
-        gc.threshold(free * 3 // 4 if self.gc_mode else -1)
+        self.gc_threshold = free * 3 // 4 if self.gc_mode else -1
+        gc.threshold(self.gc_threshold)
+        self.heap_watch_reset(a)
+
+    def heap_watch_reset(self, alloc=-1):
+        """Start the heap high-water over (a HIL run starts, the policy changes)."""
+        if alloc < 0:
+            alloc = gc.mem_alloc()
+        if not self.heap_total:
+            self.heap_total = gc.mem_free() + alloc
+        self.heap_peak = alloc
+        self.heap_min_free = self.heap_total - alloc
+        self.gc_alloc0 = alloc
+        self.gc_last = alloc
+        self.gc_wait = 1
+        self.gc_calls = 0
 
     def idle_gc(self):
-        """Between ticks: collect once the budget since the last collection is spent."""
-        if not self.gc_mode:
+        """Between ticks: watch the heap and collect once the budget since the last
+        collection is spent (sys.gc_idle = 1).
+
+        Heap use only grows between collections, so its highest point in a cycle is just
+        before the collection: the look that decides to collect is that point, and the
+        high-water (BOARD_STATS heap_min_free = total - highest use) is exact without a look
+        per tick. A look costs a heap scan, so looks are spaced by the allocation rate
+        measured so far (at most half the budget left between two). A collection MicroPython
+        ran by itself (its use fell back towards the last collection's without ours) means
+        the heap could not serve an allocation inside a tick or a request: with sys.gc_idle =
+        0 the high-water is then the whole heap; with it on (a fragmented heap, or a burst
+        past gc.threshold) the last look before it, a lower bound."""
+        self.gc_calls += 1
+        self.gc_wait -= 1
+        if self.gc_wait > 0:
             return
         a = gc.mem_alloc()
-        if a < self.gc_alloc0:
-            self.gc_alloc0 = a  # collected or freed since: count from here
-        elif a - self.gc_alloc0 > self.gc_budget:
-            free = gc.mem_free()
-            if free < self.heap_min_free:
-                self.heap_min_free = free
+        calls = self.gc_calls
+        self.gc_calls = 0
+        if a < self.gc_last - _FREED and a < (self.gc_alloc0 + self.gc_last) // 2:
+            # collected by MicroPython since the last look (use also falls a little when the
+            # VM frees a buffer it resized; a collection takes back the cycle's garbage)
+            # gc_idle = 0: MicroPython collects only when an allocation fails, so the heap
+            # was full; with ours on, it did because the heap was too fragmented for one
+            # allocation (or crossed gc.threshold): the use before it is at least the last look
+            self._heap_use(self.gc_last if self.gc_mode else self.heap_total)
+            self.gc_alloc0 = a
+            self.gc_last = a
+            self.gc_wait = 1
+            return
+        self._heap_use(a)
+        rate = (a - self.gc_last) // calls if a > self.gc_last else 0
+        self.gc_last = a
+        if not self.gc_mode:
+            self.gc_wait = 16  # only to notice MicroPython's own collections
+            return
+        left = self.gc_budget - (a - self.gc_alloc0)
+        if left <= 0:
             gc.collect()
-            self.gc_alloc0 = gc.mem_alloc()
+            a = gc.mem_alloc()
+            self.gc_alloc0 = a
+            self.gc_last = a
             self.gc_idle += 1
+            self.gc_wait = 1
+            return
+        wait = left // (2 * rate + 1)
+        self.gc_wait = 1 if wait < 1 else (64 if wait > 64 else wait)
+
+    def collect(self):
+        """A collection outside idle_gc (before a large allocation, after an error): the
+        heap's use before it counts for the high-water, and it is not taken for one
+        MicroPython ran by itself."""
+        self._heap_use(gc.mem_alloc())
+        gc.collect()
+        a = gc.mem_alloc()
+        self.gc_alloc0 = a
+        self.gc_last = a
+
+    def _heap_use(self, a):
+        if a > self.heap_peak:
+            self.heap_peak = a
+            self.heap_min_free = self.heap_total - a
 
     def safe_now(self):
         for i in range(self.hal.n_actuators):
@@ -337,6 +410,9 @@ class App:
         self.hil = True
         self.hil_t = -1
         self.hil_wall = time.ticks_ms()
+        # the heap high-water and the longest tick describe this run
+        self.tick_us_max = 0
+        self.heap_watch_reset()
         self.sup.ext_present &= ~(1 << codec.FAULT_HOST_LOST)
         self.sup.restart(self.out)
         for c in self.ctls:
@@ -736,6 +812,7 @@ class App:
 
     def on_board_stats(self):
         free = gc.mem_free()
+        self._heap_use(self.heap_total - free)
         struct.pack_into(
             codec.F_BOARD_STATS,
             self.link.tx,
@@ -764,7 +841,7 @@ class App:
             self.nack(codec.ERR_OUT_OF_RANGE, total, 1, _MAX_UPLOAD)
             return
         self.upload = None
-        gc.collect()
+        self.collect()
         try:
             self.upload = Upload(slot, total, crc)
         except MemoryError:
@@ -876,11 +953,33 @@ class App:
 
     # ---- main loop ---------------------------------------------------------------------------
 
+    def _emit(self, view):
+        # the link's writer: straight to the console, or gathered while batching
+        n = len(view)
+        if not self.batching:
+            self.stdout.write(view)
+            return
+        if self.tx_n + n > _TX_BATCH:
+            self.flush()
+            if n > _TX_BATCH:
+                self.stdout.write(view)
+                return
+        copy_into(self.txbuf, self.tx_n, view, n)
+        self.tx_n += n
+
+    def flush(self):
+        """Write what batching gathered (write(buf, n) allocates no slice)."""
+        if self.tx_n:
+            self.stdout.write(self.txbuf, self.tx_n)
+            self.tx_n = 0
+
     def poll_input(self, poller, timeout_ms):
         # At most _RX_BUDGET bytes per pass: the schedule runs whatever the input rate. A
         # stream read blocks until its buffer is full, so a board reads one byte per ready
         # poll; where the console can return what is there (a pty with VMIN = VTIME = 0, the
-        # virtual board), a read takes up to a chunk.
+        # virtual board), a read takes everything waiting up to a chunk, and Link.feed takes
+        # a frame's bytes in one viper pass. What the requests make the board send goes out
+        # in one write at the end of the pass.
         link = self.link
         buf = self.rxbuf
         stdin = self.stdin
@@ -888,20 +987,27 @@ class App:
         for _ in poller.ipoll(timeout_ms):
             ready = True
         budget = _RX_BUDGET
-        while ready and budget > 0:
-            n = stdin.readinto(buf)
-            if not n:
-                # end of file: the console is gone (the virtual board's host exited)
-                self.running = False
-                return
-            budget -= n
-            for k in range(n):
-                size = link.feed_byte(buf[k])
-                if size >= 0:
-                    self.dispatch(size)
-            ready = False
-            for _ in poller.ipoll(0):
-                ready = True
+        self.batching = True
+        try:
+            while ready and budget > 0:
+                n = stdin.readinto(buf)
+                if not n:
+                    # end of file: the console is gone (the virtual board's host exited)
+                    self.running = False
+                    return
+                budget -= n
+                i = 0
+                while i < n:
+                    size = link.feed(buf, i, n)
+                    i = link.next_i
+                    if size >= 0:
+                        self.dispatch(size)
+                ready = False
+                for _ in poller.ipoll(0):
+                    ready = True
+        finally:
+            self.batching = False
+            self.flush()
 
     def clock(self):
         """Advance the board's wall clock (ms, wrapping at 2**30)."""
@@ -942,7 +1048,7 @@ class App:
     def _loop_error(self, e):
         # anything that escaped the request and tick guards (e.g. memory exhaustion): the
         # actuators go safe, the fault is latched and reported, and the loop carries on
-        gc.collect()
+        self.collect()
         try:
             self.sup.latch(codec.FAULT_INTERNAL, _NO_LOOP, 0.0, self.now_ms)
             self.safe_now()
@@ -1000,7 +1106,7 @@ def _read_what_is_there(app):
         termios.tcsetattr(0, termios.TCSANOW, new)
     except Exception:  # noqa: BLE001 - not a terminal: keep byte-by-byte reads
         return None
-    app.rxbuf = bytearray(64)
+    app.rxbuf = bytearray(256)
 
     def restore():
         termios.tcsetattr(0, termios.TCSANOW, old)

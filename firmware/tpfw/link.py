@@ -82,6 +82,15 @@ def copy_at(dst: ptr8, src: ptr8, off: int, n: int):
 
 
 @micropython.viper
+def copy_into(dst: ptr8, off: int, src: ptr8, n: int):
+    # dst[off:off + n] = src[0:n], without a slice or a memoryview
+    i = 0
+    while i < n:
+        dst[off + i] = src[i]
+        i += 1
+
+
+@micropython.viper
 def get_u16(buf: ptr8, off: int) -> int:
     # little-endian u16 field of a frame
     return buf[off] | (buf[off + 1] << 8)
@@ -91,6 +100,26 @@ def get_u16(buf: ptr8, off: int) -> int:
 def get_u30(buf: ptr8, off: int) -> int:
     # little-endian u32 field of a frame, cut to 30 bits: a small int on every port
     return buf[off] | (buf[off + 1] << 8) | (buf[off + 2] << 16) | ((buf[off + 3] & 0x3F) << 24)
+
+
+@micropython.viper
+def _gather(src: ptr8, i: int, n: int, dst: ptr8, st: ptr32, cap: int) -> int:
+    # append the bytes of src[i:n] to dst (st[0] of them held, at most cap; more sets the
+    # overflow flag st[1]) up to the first 0x00; returns its index, or n if there is none
+    o = st[0]
+    while i < n:
+        b = src[i]
+        if b == 0:
+            st[0] = o
+            return i
+        if o < cap:
+            dst[o] = b
+            o += 1
+        else:
+            st[1] = 1
+        i += 1
+    st[0] = o
+    return n
 
 
 @micropython.viper
@@ -177,8 +206,9 @@ class Link:
         self._table = _table()
         self._write = write
         self.rx_enc = bytearray(_MAX_ENC)
-        self.rx_n = 0
-        self.rx_overflowing = False
+        # bytes of the frame being received, and 1 while it overflows rx_enc
+        self.rx_state = array("i", [0, 0])
+        self.next_i = 0  # feed(): where the caller's next byte is
         self.rx = bytearray(_MAX_FRAME)
         self.rx_mv = memoryview(self.rx)
         self.tx = bytearray(_MAX_FRAME)
@@ -217,17 +247,19 @@ class Link:
         are good (the frame is then in self.rx: session, seq, msg_id, len, payload, and
         self.slot is its session's slot) or -1 when no frame is complete. The caller checks
         msg_id and length against the codec and answers a mismatch with a NACK."""
+        st = self.rx_state
         if b != 0:
-            if self.rx_n < _MAX_ENC:
-                self.rx_enc[self.rx_n] = b
-                self.rx_n += 1
+            n = st[0]
+            if n < _MAX_ENC:
+                self.rx_enc[n] = b
+                st[0] = n + 1
             else:
-                self.rx_overflowing = True
+                st[1] = 1
             return -1
-        n = self.rx_n
-        self.rx_n = 0
-        if self.rx_overflowing:
-            self.rx_overflowing = False
+        n = st[0]
+        st[0] = 0
+        if st[1]:
+            st[1] = 0
             self.rx_overflow += 1
             return -1
         if n == 0:
@@ -257,6 +289,18 @@ class Link:
             self.rx_dropped += (seq - last - 1) & 0xFF
         self.s_seq[k] = seq
         return length
+
+    def feed(self, buf, i, n):
+        """Take the received bytes buf[i:n] up to the end of the first frame among them, in
+        one viper pass (feed_byte costs a Python call per byte). Returns what feed_byte
+        returns for that frame's delimiter (or -1 when buf[i:n] ends inside a frame) and sets
+        self.next_i to the index of the first byte not taken."""
+        j = _gather(buf, i, n, self.rx_enc, self.rx_state, _MAX_ENC)
+        if j >= n:
+            self.next_i = n
+            return -1
+        self.next_i = j + 1
+        return self.feed_byte(0)
 
     def _session(self, sid, fresh):
         # the slot of session sid; a HELLO (fresh) starts its link state anew
