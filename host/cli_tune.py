@@ -14,17 +14,24 @@ import math
 import sys
 import time
 
-from thermopilot.protocol import schema
-
 from . import units
 from .console import EXIT_FAILED, UserError
 
-FAULT_NAMES = {v: k for k, v in schema.FAULTS.items()}
-MODE_NAMES = {v: k for k, v in schema.MODES.items()}
+
+def _schema():
+    # imported when a command runs, not when the parser is built (--help stays fast)
+    from thermopilot.protocol import schema
+
+    return schema
+
+
+def _mode_name(mode):
+    return {v: k for k, v in _schema().MODES.items()}.get(mode, mode)
 
 
 def fault_text(bits):
-    return ", ".join(FAULT_NAMES.get(b, "bit%d" % b) for b in range(32) if bits >> b & 1)
+    names = {v: k for k, v in _schema().FAULTS.items()}
+    return ", ".join(names.get(b, "bit%d" % b) for b in range(32) if bits >> b & 1)
 
 
 class ManualExperiment:
@@ -69,7 +76,7 @@ class ManualExperiment:
             self.exp = self.make(setpoint, u0, measurement)
             self.t_start = t_s
             self._send(u0)
-            self.session.command("mode", loop=self.loop["loop"], value=schema.MODES["manual"])
+            self.session.command("mode", loop=self.loop["loop"], value=_schema().MODES["manual"])
             return False
         fault = fault_text(fault_bits) if fault_bits else False
         if fault:
@@ -92,7 +99,7 @@ class ManualExperiment:
         if self.prev_mode is None or self.restored or self.fault:
             return
         self.restored = True
-        if self.prev_mode == schema.MODES["manual"]:
+        if self.prev_mode == _schema().MODES["manual"]:
             self._send(self.prev_output)
         self.session.command("mode", loop=self.loop["loop"], value=self.prev_mode)
 
@@ -429,7 +436,7 @@ def cmd_tune(args):
             tuner.message,
             "is held in its safe state by the board (fault %s)" % driver.fault
             if driver.fault
-            else "is back in mode %s" % MODE_NAMES.get(driver.prev_mode, driver.prev_mode),
+            else "is back in mode %s" % _mode_name(driver.prev_mode),
         )
         if args.json:
             print(json.dumps({"ok": False, "reason": tuner.reason, "message": msg}))
@@ -616,7 +623,7 @@ def cmd_identify(args):
             test.message,
             "is held in its safe state by the board (fault %s)" % driver.fault
             if driver.fault
-            else "is back in mode %s" % MODE_NAMES.get(driver.prev_mode, driver.prev_mode),
+            else "is back in mode %s" % _mode_name(driver.prev_mode),
         )
         if args.json:
             print(json.dumps({"ok": False, "reason": test.reason, "message": msg}))
@@ -725,7 +732,7 @@ def _check_target(args):
 
 def register(sub, port_arg, json_arg):
     """Add ``tune`` and ``identify`` to the top-level subparsers ``sub``."""
-    from .control.tune import DEFAULT_RULE, RULES
+    from .control import DEFAULT_RULE, RULES
 
     p = sub.add_parser(
         "tune",

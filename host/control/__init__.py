@@ -9,3 +9,8 @@
 Plant identification and relay autotune belong beside these as their own modules
 (``identify``, ``tune``), importing the design and blob modules rather than reaching into them.
 """
+
+# the relay autotune rules (tune.py); here so that the command line can offer them without
+# importing numpy
+RULES = ("zn", "tl", "simc", "amigo")
+DEFAULT_RULE = "amigo"

@@ -63,8 +63,7 @@ __all__ = [
     "simulate_fopdt",
 ]
 
-RULES = ("zn", "tl", "simc", "amigo")
-DEFAULT_RULE = "amigo"
+from . import DEFAULT_RULE, RULES  # noqa: E402,F401  (defined without numpy for the CLI)
 
 HOLD, RELAY, DONE, FAILED = "hold", "relay", "done", "failed"
 
