@@ -72,7 +72,7 @@ def test_identify_second_order_plant(signal, tmp_path):
     path = tmp_path / "m.json"
     idm.save_model(path, obj)
     back = idm.load_model(path)
-    assert np.array_equal(back["A"], m["A"]) and back["y0"] == [pytest.approx(m["y0"])]
+    assert np.array_equal(back["A"], m["A"]) and back["y0"][0] == pytest.approx(m["y0"])
     idm.plot_fit(tmp_path / "fit.png", m, "test")
     assert (tmp_path / "fit.png").stat().st_size > 10000
 
@@ -110,17 +110,20 @@ def test_drifting_plant_gives_no_unstable_model():
         ({"format": "other"}, "format"),
         ({"version": 2}, "version"),
         ({"ts_s": 0}, "ts_s"),
-        ({"A": [[1.0, 0.0]]}, "A is 1x2"),
-        ({"B": [[1.0, 2.0, 3.0, 4.0]]}, "B is"),
+        ({"A": [[1.0, 0.0]]}, "A has shape 1x2"),
+        ({"B": [[1.0, 2.0, 3.0, 4.0]]}, "B has shape 1x4"),
         ({"u0": [0.5, 0.1]}, "u0"),
         ({"A": [[float("nan")]]}, "not finite"),
         ({"outputs": [{"name": "y"}]}, "name and a unit"),
+        ({"E": [[0.1]]}, "disturbances has 0 entries, expected 1"),
+        ({"version": True}, "version"),
     ],
 )
 def test_model_file_checks_name_the_key(tmp_path, change, words):
     good = {
         "format": "thermopilot-model",
         "version": 1,
+        "loop": "cool",
         "ts_s": 1.0,
         "A": [[0.9]],
         "B": [[0.1]],

@@ -465,40 +465,73 @@ def save_model(path, obj):
 
 
 def load_model(path):
-    """Read and check a model file; returns the dict with ``A``..``E`` as ndarrays.
+    """Read and check a model file (docs/tuning.md, "The model file").
+
+    The one reader of the format: ``thermopilot mpc design`` (:mod:`.design`) and the
+    benchmarks use it too.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The JSON file ``thermopilot identify`` writes.
+
+    Returns
+    -------
+    dict
+        The file's keys, with ``A``, ``B``, ``C``, ``D``, ``E`` as float arrays (``E`` of
+        shape (nx, 0) when null), ``x0``, ``u0``, ``y0``, ``d0`` as float vectors and the
+        sizes ``nx``, ``nu``, ``ny``, ``nd``.
 
     Raises
     ------
     ValueError
-        Naming the file, the key and the value when a rule of the format is broken.
+        Naming the file, the key and its value when a rule of the format is broken.
     """
+    where = str(path)
     try:
         with open(path, encoding="utf-8") as f:
             obj = json.load(f)
     except json.JSONDecodeError as exc:
-        raise ValueError("%s: not JSON: %s" % (path, exc)) from None
-    _check_model(obj, str(path))
-    out = dict(obj)
-    for k in ("A", "B", "C", "D"):
-        out[k] = np.array(obj[k], float)
-    out["E"] = None if obj.get("E") is None else np.array(obj["E"], float)
-    return out
+        raise ValueError("%s: not JSON (%s)" % (where, exc)) from None
+    return _check_model(obj, where)
+
+
+#: keys every model file has; the others (E, disturbances, d0) may be left out when nd = 0
+_MODEL_KEYS = ("format", "version", "loop", "ts_s", "A", "B", "C", "D", "inputs", "outputs")
 
 
 def _check_model(obj, where):
+    """The checked model with arrays (see :func:`load_model`); ValueError naming the key."""
+
     def bad(key, why):
         raise ValueError("%s: %s %s" % (where, key, why))
 
     if not isinstance(obj, dict):
-        bad("model", "must be a JSON object")
-    if obj.get("format") != MODEL_FORMAT:
-        bad("format", "= %r, expected %r" % (obj.get("format"), MODEL_FORMAT))
-    v = obj.get("version")
-    if not isinstance(v, int) or v < 1 or v > MODEL_VERSION:
-        bad("version", "= %r, this reader knows versions 1..%d" % (v, MODEL_VERSION))
-    ts = obj.get("ts_s")
-    if not isinstance(ts, (int, float)) or not math.isfinite(ts) or ts <= 0:
-        bad("ts_s", "= %r, expected a sample time in s > 0" % (ts,))
+        raise ValueError("%s: expected a JSON object, got %s" % (where, type(obj).__name__))
+    missing = [k for k in _MODEL_KEYS if k not in obj]
+    if missing:
+        raise ValueError(
+            "%s: missing key(s) %s; is this a file from 'thermopilot identify'?"
+            % (where, ", ".join(missing))
+        )
+    if obj["format"] != MODEL_FORMAT:
+        bad("format", "%r, expected %r" % (obj["format"], MODEL_FORMAT))
+    v = obj["version"]
+    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        bad("version", "%r, expected an integer >= 1" % (v,))
+    if v > MODEL_VERSION:
+        bad(
+            "format version",
+            "%d, this ThermoPilot reads up to %d; upgrade ThermoPilot" % (v, MODEL_VERSION),
+        )
+    ts = obj["ts_s"]
+    if (
+        isinstance(ts, bool)
+        or not isinstance(ts, (int, float))
+        or not math.isfinite(ts)
+        or ts <= 0
+    ):
+        bad("ts_s", "= %r, expected a sample time in seconds > 0" % (ts,))
 
     def mat(key, allow_none=False):
         m = obj.get(key)
@@ -507,9 +540,9 @@ def _check_model(obj, where):
         try:
             a = np.array(m, float)
         except (TypeError, ValueError):
-            bad(key, "must be a list of rows of numbers")
+            bad(key, "= %r is not a matrix of numbers (a list of rows)" % (m,))
         if a.ndim != 2:
-            bad(key, "must be a list of rows (2-D), got %d-D" % a.ndim)
+            bad(key, "must be a list of rows (a matrix), got %d dimension(s)" % a.ndim)
         if not np.all(np.isfinite(a)):
             bad(key, "has a value that is not finite")
         return a
@@ -518,31 +551,45 @@ def _check_model(obj, where):
     E = mat("E", allow_none=True)
     nx = A.shape[0]
     if A.shape != (nx, nx) or not 1 <= nx <= NX_MAX:
-        bad("A", "is %dx%d, expected square with 1..%d rows" % (A.shape + (NX_MAX,)))
+        bad("A", "has shape %dx%d, expected square with 1..%d rows" % (A.shape + (NX_MAX,)))
     nu = B.shape[1]
     if B.shape[0] != nx or not 1 <= nu <= 3:
-        bad("B", "is %dx%d, expected %d rows and 1..3 columns" % (B.shape + (nx,)))
+        bad("B", "has shape %dx%d, expected %dxN with N 1..3 inputs" % (B.shape + (nx,)))
     ny = C.shape[0]
     if C.shape[1] != nx or not 1 <= ny <= 8:
-        bad("C", "is %dx%d, expected 1..8 rows and %d columns" % (C.shape + (nx,)))
+        bad("C", "has shape %dx%d, expected Nx%d with N 1..8 outputs" % (C.shape + (nx,)))
     if D.shape != (ny, nu):
-        bad("D", "is %dx%d, expected %dx%d" % (D.shape + (ny, nu)))
+        bad("D", "has shape %dx%d, expected %dx%d" % (D.shape + (ny, nu)))
     nd = 0 if E is None else E.shape[1]
     if E is not None and (E.shape[0] != nx or not 1 <= nd <= 3):
-        bad("E", "is %dx%d, expected %d rows and 1..3 columns (or null)" % (E.shape + (nx,)))
-    for key, n in (("x0", nx), ("u0", nu), ("y0", ny), ("d0", nd)):
-        vals = obj.get(key, [] if key == "d0" else None)
-        if not isinstance(vals, list) or len(vals) != n:
-            bad(key, "= %r, expected a list of %d numbers" % (vals, n))
-        if not all(isinstance(x, (int, float)) and math.isfinite(x) for x in vals):
-            bad(key, "has a value that is not a finite number")
+        bad("E", "has shape %dx%d, expected %dxN with N 1..3 (or null)" % (E.shape + (nx,)))
+    kinds = {"inputs": "column of B", "outputs": "row of C", "disturbances": "column of E"}
     for key, n in (("inputs", nu), ("outputs", ny), ("disturbances", nd)):
         ch = obj.get(key, [] if key == "disturbances" else None)
         if not isinstance(ch, list) or len(ch) != n:
-            bad(key, "= %r, expected %d channel(s)" % (ch, n))
-        for c in ch:
+            bad(
+                key,
+                "has %s entries, expected %d (one per %s)"
+                % (len(ch) if isinstance(ch, list) else repr(ch), n, kinds[key]),
+            )
+        for i, c in enumerate(ch):
             if not isinstance(c, dict) or not isinstance(c.get("name"), str) or "unit" not in c:
-                bad(key, "entry %r needs a name and a unit" % (c,))
+                bad("%s[%d]" % (key, i), "= %r needs a name and a unit" % (c,))
+    out = dict(obj)
+    out["ts_s"] = float(ts)
+    for key, n in (("x0", nx), ("u0", nu), ("y0", ny), ("d0", nd)):
+        vals = obj.get(key, [0.0] * n if key == "x0" else [] if key == "d0" else None)
+        if not isinstance(vals, list) or len(vals) != n:
+            bad(key, "= %r, expected a list of %d number(s)" % (vals, n))
+        if not all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+            for x in vals
+        ):
+            bad(key, "= %r has a value that is not a finite number" % (vals,))
+        out[key] = np.array(vals, float)
+    out.update(A=A, B=B, C=C, D=D, E=np.zeros((nx, 0)) if E is None else E)
+    out.update(nx=nx, nu=nu, ny=ny, nd=nd)
+    return out
 
 
 def plot_fit(path, model, title, y_label="measurement", y_offset=0.0):
