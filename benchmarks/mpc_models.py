@@ -1,6 +1,8 @@
 """Identified models of the bundled plants for the PID-vs-MPC comparison (docs/controllers.md).
 
-A stand-in for ``thermopilot identify`` on the plant models themselves: the scenario's plant is
+A stand-in for ``thermopilot identify`` on the plant models themselves (kept because identify,
+with the disturbance as column E, gives poorer models on these two plants through the
+virtual board: docs/controllers.md, "PID vs MPC"): the scenario's plant is
 driven at the board's tick by a pseudo-random binary sequence on the actuator around an
 operating point and random steps of the measured disturbance, the measurement is sampled
 with the scenario's sensor noise, and an ARX model (na output lags, nb input lags from a dead

@@ -399,10 +399,12 @@ def cmd_tune(args):
     outcome = {}
 
     def make_driver(session, loop, board_name):
-        if loop["controller"] != "pid":
+        # an mpc loop keeps the PID rows it falls back to (and that 'hil compare' runs as
+        # its pid variant): those are the gains tune finds there
+        if loop["controller"] not in ("pid", "mpc"):
             raise UserError(
-                "loop %s runs the %r controller; tune finds PID gains for 'pid' loops"
-                % (loop["name"], loop["controller"])
+                "loop %s runs the %r controller; tune finds PID gains for 'pid' loops (and "
+                "the fallback PID of 'mpc' loops)" % (loop["name"], loop["controller"])
             )
         reverse = loop_direction(board_name, loop["name"], args.direction)
         prog = outcome["progress"]
@@ -560,6 +562,7 @@ def cmd_identify(args):
     _check_target(args)
     if args.ts is not None and not args.ts > 0:
         raise UserError("--ts %r: expected a sample time in s > 0" % args.ts)
+    dist_col = _disturbance_column(args)
     err = Console(stderr=True)
     holder = {}
 
@@ -608,7 +611,7 @@ def cmd_identify(args):
         holder["progress"] = prog
         t0 = time.monotonic()
         if args.scenario:
-            driver, _res, info = run_lockstep(args, make_driver, "identification test")
+            driver, res, info = run_lockstep(args, make_driver, "identification test")
         else:
             driver, _res, info = run_realtime(args, make_driver, "identification test")
         wall = time.monotonic() - t0
@@ -630,6 +633,9 @@ def cmd_identify(args):
         else:
             print("thermopilot: %s" % msg, file=sys.stderr)
         return EXIT_FAILED
+    d_rec, d_unit = None, ""
+    if dist_col is not None:
+        d_rec, d_unit = _disturbance_record(res, dist_col, test.t)
     try:
         m = idm.identify(
             test.t,
@@ -640,6 +646,7 @@ def cmd_identify(args):
             tick_s=1.0 / loop["tick_hz"],
             u0=test.u0,
             signal=args.signal,
+            d=d_rec,
         )
     except TuneError as exc:
         raise UserError("identify loop %s: %s" % (loop["name"], exc)) from None
@@ -653,6 +660,8 @@ def cmd_identify(args):
         units.SI_UNIT.get(loop["quantity"], ""),
         loop["out_min"],
         loop["out_max"],
+        disturbance_name=dist_col,
+        disturbance_unit=d_unit,
     )
     out_path = args.out or "model_%s.json" % loop["name"]
     idm.save_model(out_path, obj)
@@ -705,6 +714,53 @@ def cmd_identify(args):
     )
     print("model: %s%s" % (out_path, "; plot: %s" % plot_path if plot_path else ""))
     return 0
+
+
+def _disturbance_column(args):
+    """``--disturbance`` as the rig's column ``sensed.N``, or None; checked before anything
+    moves."""
+    spec = getattr(args, "disturbance", None)
+    if spec is None:
+        return None
+    text = str(spec).strip()
+    num = text[len("sensed.") :] if text.startswith("sensed.") else text
+    if not num.isdigit():
+        raise UserError(
+            "--disturbance %r: expected a sensor channel of the board, sensed.N or N "
+            "(the channel the loop's d0 role reads)" % spec
+        )
+    if not args.scenario:
+        raise UserError(
+            "--disturbance %s: the disturbance is recorded from the scenario's sensors, so it "
+            "needs --scenario (lockstep); on a real board identify without it" % spec
+        )
+    if getattr(args, "steady", False):
+        raise UserError(
+            "--disturbance %s with --steady: --steady holds the plant's inputs, so the "
+            "disturbance would not move; drop --steady" % spec
+        )
+    return "sensed.%d" % int(num)
+
+
+def _disturbance_record(res, col, t):
+    """The disturbance as the board sensed it, at the test's sample times, and its SI unit."""
+    from thermopilot.hil import signals
+
+    rows = res.rows
+    if not rows.has(col):
+        have = [c for c in rows.columns if c.startswith("sensed.")]
+        raise UserError(
+            "--disturbance %s: the scenario has no sensor on that channel (it has %s)"
+            % (col, ", ".join(have) or "none")
+        )
+    import numpy as np
+
+    d = np.interp(np.asarray(t, float), rows.t, rows[col])
+    try:
+        unit = units.SI_UNIT.get(signals.quantity_of(col, res.rig.ctx), "")
+    except (AttributeError, KeyError, ValueError):
+        unit = ""
+    return d, unit
 
 
 def _actuator_channel(board_name, loop):
@@ -782,6 +838,12 @@ def register(sub, port_arg, json_arg):
     p.add_argument("--out", help="model file (default model_LOOP.json)")
     p.add_argument("--plot", help="plot file (default: the model's name with .png)")
     p.add_argument("--no-plot", action="store_true", help="no plot")
+    p.add_argument(
+        "--disturbance",
+        metavar="sensed.N",
+        help="lockstep: also fit this measured disturbance (the sensor channel of the loop's "
+        "d0 role) as the model's column E; the scenario's profile moves it during the test",
+    )
     json_arg(p)
     p.set_defaults(func=cmd_identify)
 

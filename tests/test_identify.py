@@ -72,7 +72,7 @@ def test_identify_second_order_plant(signal, tmp_path):
     path = tmp_path / "m.json"
     idm.save_model(path, obj)
     back = idm.load_model(path)
-    assert np.array_equal(back["A"], m["A"]) and back["y0"] == [pytest.approx(m["y0"])]
+    assert np.array_equal(back["A"], m["A"]) and back["y0"][0] == pytest.approx(m["y0"])
     idm.plot_fit(tmp_path / "fit.png", m, "test")
     assert (tmp_path / "fit.png").stat().st_size > 10000
 
@@ -110,17 +110,20 @@ def test_drifting_plant_gives_no_unstable_model():
         ({"format": "other"}, "format"),
         ({"version": 2}, "version"),
         ({"ts_s": 0}, "ts_s"),
-        ({"A": [[1.0, 0.0]]}, "A is 1x2"),
-        ({"B": [[1.0, 2.0, 3.0, 4.0]]}, "B is"),
+        ({"A": [[1.0, 0.0]]}, "A has shape 1x2"),
+        ({"B": [[1.0, 2.0, 3.0, 4.0]]}, "B has shape 1x4"),
         ({"u0": [0.5, 0.1]}, "u0"),
         ({"A": [[float("nan")]]}, "not finite"),
         ({"outputs": [{"name": "y"}]}, "name and a unit"),
+        ({"E": [[0.1]]}, "disturbances has 0 entries, expected 1"),
+        ({"version": True}, "version"),
     ],
 )
 def test_model_file_checks_name_the_key(tmp_path, change, words):
     good = {
         "format": "thermopilot-model",
         "version": 1,
+        "loop": "cool",
         "ts_s": 1.0,
         "A": [[0.9]],
         "B": [[0.1]],
@@ -142,3 +145,61 @@ def test_model_file_checks_name_the_key(tmp_path, change, words):
     p.write_text(json.dumps(good))
     with pytest.raises(ValueError, match=words):
         idm.load_model(p)
+
+
+def test_measured_disturbance_becomes_column_e():
+    """A plant whose load (a heat input, W) moves in random steps during a PRBS test: the
+    fit with the load as a second input recovers its static gain in column E, and the model
+    with E follows the held-out data far better than one that ignores the load."""
+    k_u, k_d, tau, dt = -4.0, 0.01, 30.0, 0.5
+    rng = np.random.default_rng(7)
+    test = idm.StepTest(0.5, 0.15, 1800.0, signal="prbs", clock_s=20.0, hold_s=10.0, seed=3)
+    t, load, x = 0.0, 400.0, 0.0
+    ts, ds = [], []
+    a = math.exp(-dt / tau)
+    while not test.finished:
+        if rng.random() < dt / 60.0:
+            load = float(rng.uniform(200.0, 600.0))
+        u = test.feed(t, 300.0 + x + rng.normal(0.0, 0.02))
+        ts.append(t)
+        ds.append(load + rng.normal(0.0, 1.0))
+        x = a * x + (1 - a) * (k_u * (u - 0.5) + k_d * (load - 400.0))
+        t += dt
+    d = np.interp(test.t, ts, ds)
+    m = idm.identify(test.t, test.us, test.y, order=1, tick_s=dt, u0=test.u0, d=d)
+    nx = m["A"].shape[0]
+    gain = np.linalg.solve(np.eye(nx) - m["A"], np.hstack([m["B"], m["E"]]))
+    k_u_fit, k_d_fit = (m["C"] @ gain)[0]
+    assert k_u_fit == pytest.approx(k_u, rel=0.1)
+    assert k_d_fit == pytest.approx(k_d, rel=0.1)
+    assert 200.0 < m["d0"] < 600.0
+    assert m["fit"]["nrmse_validation"] < 0.2
+    # without the load the same record gives a drifting model (refused) or a poor one
+    try:
+        without = idm.identify(test.t, test.us, test.y, order=1, tick_s=dt, u0=test.u0)
+    except TuneError as exc:
+        assert "unstable" in str(exc)
+    else:
+        assert m["fit"]["nrmse_validation"] < 0.5 * without["fit"]["nrmse_validation"]
+    # the model file keeps the disturbance's column, name, unit and operating point
+    obj = idm.model_to_dict(
+        m,
+        "case",
+        "b",
+        "out.0",
+        "loop.case.measurement",
+        "K",
+        0,
+        1,
+        disturbance_name="sensed.1",
+        disturbance_unit="W",
+    )
+    assert obj["disturbances"] == [{"name": "sensed.1", "unit": "W"}]
+
+
+def test_a_disturbance_that_never_moved_is_refused():
+    test = run(idm.StepTest(0.5, 0.15, 600.0, hold_s=10.0), Plant())
+    with pytest.raises(TuneError, match="stayed at 400"):
+        idm.identify(
+            test.t, test.us, test.y, tick_s=0.5, u0=test.u0, d=np.full(len(test.t), 400.0)
+        )

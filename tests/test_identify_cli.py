@@ -67,3 +67,60 @@ def test_identify_amplitude_beyond_the_limits(env, tmp_path):
     assert res.returncode == 2
     assert "more than half the output range" in res.stderr
     assert not (tmp_path / "model_cool.json").exists()
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (("--disturbance", "current"), "expected a sensor channel of the board, sensed.N"),
+        (("--disturbance", "sensed.1", "--steady"), "drop --steady"),
+        (("--disturbance", "sensed.1", "--port", "/dev/null"), "needs --scenario"),
+    ],
+)
+def test_disturbance_option_refused_before_anything_moves(env, tmp_path, args, words):
+    extra = () if "--port" in args else ("--scenario", "battery_ident_mpc")
+    res = cli(env, tmp_path, "identify", "cool", *extra, *args)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert words in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "model_cool.json").exists()
+
+
+def test_identify_with_the_measured_disturbance_feeds_mpc_design(env, tmp_path):
+    """The short chain: identify on the drive cycle's current (column E from the sensor the
+    loop's d0 role reads), then mpc design takes the file for the board with that role."""
+    res = cli(
+        env,
+        tmp_path,
+        "identify",
+        "cool",
+        "--scenario",
+        "battery_ident_mpc",
+        "--signal",
+        "prbs",
+        "--clock",
+        "10",
+        "--settle",
+        "30",
+        "--duration",
+        "300",
+        "--order",
+        "1",
+        "--disturbance",
+        "sensed.1",
+        "--no-plot",
+        "--json",
+    )
+    assert res.returncode in (0, 2), res.stderr
+    if res.returncode == 2:
+        # a model the plant's drift makes unstable is refused with the reason, not written
+        assert "unstable" in res.stderr and not (tmp_path / "model_cool.json").exists()
+        return
+    m = load_model(tmp_path / "model_cool.json")
+    assert m["nd"] == 1 and m["E"].shape == (m["nx"], 1)
+    assert m["disturbances"] == [{"name": "sensed.1", "unit": "A"}]
+    assert 0.0 < m["d0"][0] < 400.0
+    r = cli(
+        env, tmp_path, "mpc", "design", "model_cool.json", "-o", "m.mpc", "--board", "virtual_mpc"
+    )
+    assert r.returncode == 0, r.stderr
+    assert "nd=1" in r.stdout and "checked against board virtual_mpc" in r.stdout

@@ -24,6 +24,7 @@ import numpy as np
 
 from . import blob as _blob
 from ._checks import NO_LIMIT, finite, matrix, sym_psd, vector
+from .identify import MODEL_FORMAT, MODEL_VERSION, load_model  # noqa: F401 (re-exported)
 
 # dimension limits of the C core (firmware/native/tp_config.h)
 NX_MAX, NU_MAX, ND_MAX, NY_MAX, N_MAX = 8, 3, 3, 8, 30
@@ -410,10 +411,8 @@ def mpc_precompute(
 
 # ------------------------------------------------------------------ from the identified model
 
-#: the identified model's file (docs/tuning.md, "The model file"): format name and version
-MODEL_FORMAT = "thermopilot-model"
-MODEL_VERSION = 1
-_MODEL_KEYS = ("format", "version", "loop", "ts_s", "A", "B", "C", "D", "inputs", "outputs")
+# The identified model's file (docs/tuning.md, "The model file"): identify.py owns the format
+# and its one reader, load_model, imported above for the callers of ``design.load_model``.
 
 #: the loop binding that ``thermopilot mpc design`` appends to the blob: what the board's
 #: ``mpc`` controller needs beyond the QP (firmware/tpfw/ctl_mpc.py reads it). Magic,
@@ -421,139 +420,6 @@ _MODEL_KEYS = ("format", "version", "loop", "ts_s", "A", "B", "C", "D", "inputs"
 BINDING = struct.Struct("<4sHHfI")
 BINDING_MAGIC = b"TPLB"
 BINDING_VERSION = 1
-
-
-def _model_matrix(model, key, rows, cols, where):
-    value = model.get(key)
-    if key == "E" and value is None:
-        value = np.zeros((rows, 0))
-    try:
-        a = np.array(value, dtype=float)
-    except (TypeError, ValueError):
-        raise ValueError("%s: %s is not a matrix of numbers: %r" % (where, key, value)) from None
-    if a.size == 0:
-        a = a.reshape(rows if rows is not None else 0, cols if cols is not None else 0)
-    if a.ndim != 2:
-        raise ValueError(
-            "%s: %s must be a list of rows (a matrix), got %d dimension(s)" % (where, key, a.ndim)
-        )
-    if (rows is not None and a.shape[0] != rows) or (cols is not None and a.shape[1] != cols):
-        raise ValueError(
-            "%s: %s has shape %dx%d, expected %sx%s (docs/tuning.md, Shapes)"
-            % (
-                where,
-                key,
-                a.shape[0],
-                a.shape[1],
-                rows if rows is not None else "n",
-                cols if cols is not None else "n",
-            )
-        )
-    if not np.all(np.isfinite(a)):
-        raise ValueError("%s: %s has non-finite entries" % (where, key))
-    return a
-
-
-def load_model(path):
-    """Read and check an identified model file (docs/tuning.md, "The model file").
-
-    Parameters
-    ----------
-    path : str or pathlib.Path
-        The JSON file ``thermopilot identify`` writes.
-
-    Returns
-    -------
-    dict
-        The file's keys, with ``A``, ``B``, ``C``, ``D``, ``E`` as float arrays (``E`` of
-        shape (nx, 0) when null) and ``x0``, ``u0``, ``y0``, ``d0`` as float vectors.
-
-    Raises
-    ------
-    ValueError
-        A key that breaks a rule of the format, named with its value and what was expected.
-    """
-    import json
-
-    where = str(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            model = json.load(f)
-    except json.JSONDecodeError as exc:
-        raise ValueError("%s: not JSON (%s)" % (where, exc)) from None
-    if not isinstance(model, dict):
-        raise ValueError("%s: expected a JSON object, got %s" % (where, type(model).__name__))
-    missing = [k for k in _MODEL_KEYS if k not in model]
-    if missing:
-        raise ValueError(
-            "%s: missing key(s) %s; is this a file from 'thermopilot identify'?"
-            % (where, ", ".join(missing))
-        )
-    if model["format"] != MODEL_FORMAT:
-        raise ValueError("%s: format %r, expected %r" % (where, model["format"], MODEL_FORMAT))
-    version = model["version"]
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise ValueError("%s: version %r, expected an integer >= 1" % (where, version))
-    if version > MODEL_VERSION:
-        raise ValueError(
-            "%s: model format version %d, this ThermoPilot reads up to %d; upgrade ThermoPilot"
-            % (where, version, MODEL_VERSION)
-        )
-    ts = model["ts_s"]
-    if (
-        isinstance(ts, bool)
-        or not isinstance(ts, (int, float))
-        or not math.isfinite(ts)
-        or ts <= 0
-    ):
-        raise ValueError("%s: ts_s = %r, expected a sample time in seconds > 0" % (where, ts))
-    out = dict(model)
-    out["ts_s"] = float(ts)
-    A = _model_matrix(model, "A", None, None, where)
-    nx = A.shape[0]
-    if A.shape != (nx, nx):
-        raise ValueError("%s: A has shape %dx%d, expected square" % (where, *A.shape))
-    B = _model_matrix(model, "B", nx, None, where)
-    nu = B.shape[1]
-    C = _model_matrix(model, "C", None, nx, where)
-    ny = C.shape[0]
-    D = _model_matrix(model, "D", ny, nu, where)
-    E = _model_matrix(model, "E", nx, None, where)
-    nd = E.shape[1]
-    for key, n in (("inputs", nu), ("outputs", ny), ("disturbances", nd)):
-        chans = model.get(key, [] if key == "disturbances" else None)
-        if not isinstance(chans, list) or len(chans) != n:
-            raise ValueError(
-                "%s: %s has %s entries, expected %d (one per %s)"
-                % (
-                    where,
-                    key,
-                    len(chans) if isinstance(chans, list) else repr(chans),
-                    n,
-                    {
-                        "inputs": "column of B",
-                        "outputs": "row of C",
-                        "disturbances": "column of E",
-                    }[key],
-                )
-            )
-        for i, ch in enumerate(chans):
-            if not isinstance(ch, dict) or not isinstance(ch.get("name"), str):
-                raise ValueError('%s: %s[%d] = %r, expected {"name": ...}' % (where, key, i, ch))
-        out[key] = chans
-    for key, n in (("x0", nx), ("u0", nu), ("y0", ny), ("d0", nd)):
-        v = model.get(key, [0.0] * n if key in ("x0", "d0") and n == 0 else None)
-        if v is None:
-            raise ValueError("%s: missing %s (%d values)" % (where, key, n))
-        try:
-            a = np.array(v, dtype=float).reshape(-1)
-        except (TypeError, ValueError):
-            raise ValueError("%s: %s = %r is not a list of numbers" % (where, key, v)) from None
-        if a.shape != (n,) or not np.all(np.isfinite(a)):
-            raise ValueError("%s: %s = %r, expected %d finite values" % (where, key, v, n))
-        out[key] = a
-    out.update(A=A, B=B, C=C, D=D, E=E, nx=nx, nu=nu, ny=ny, nd=nd)
-    return out
 
 
 def binding(ts_s):

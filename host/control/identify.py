@@ -247,17 +247,42 @@ def _sim_arx(a, b, d, du):
     return lfilter(num, den, du)
 
 
-def _arx_ls(yd, du, n, d):
-    """Linear least squares ARX(n, n, d) with a constant term."""
+def _arx_ls(yd, du, n, d, dd=None):
+    """Linear least squares ARX(n, n, d) with a constant term; with ``dd`` (the measured
+    disturbance, deviations) a second input of n terms and no dead time beyond one sample.
+    Returns (a, b, e, c), e empty without ``dd``."""
     rows, target = [], []
     k0 = n + d + 1
     for k in range(k0, len(yd)):
-        rows.append(
-            [yd[k - i] for i in range(1, n + 1)] + [du[k - d - j] for j in range(1, n + 1)] + [1.0]
-        )
+        row = [yd[k - i] for i in range(1, n + 1)] + [du[k - d - j] for j in range(1, n + 1)]
+        if dd is not None:
+            row += [dd[k - j] for j in range(1, n + 1)]
+        rows.append(row + [1.0])
         target.append(yd[k])
     theta, *_ = np.linalg.lstsq(np.array(rows), np.array(target), rcond=None)
-    return theta[:n], theta[n : 2 * n], theta[-1]
+    e = theta[2 * n : 3 * n] if dd is not None else np.zeros(0)
+    return theta[:n], theta[n : 2 * n], e, theta[-1]
+
+
+def _without_disturbance(t, u, y, d, tick, u0):
+    """``y`` less the measured disturbance's effect, estimated by a quick ARX(2) with both
+    inputs on a grid of about 600 samples: the FOPDT fit (which chooses the sample time and
+    the dead time) must see the response to the output alone. ``y`` as it is when that ARX
+    is unstable or the record does not fit the shapes."""
+    if d.shape != t.shape or not np.all(np.isfinite(d)):
+        return y
+    ts0 = max(tick, (t[-1] - t[0]) / 600.0)
+    tg, ug, yg = _resample(t, u, y, ts0)
+    _, dg, _ = _resample(t, d, y, ts0)
+    dg = dg[: len(tg)]
+    if len(tg) < 30:
+        return y
+    dm = float(np.mean(dg))
+    a, _b, e, _c = _arx_ls(yg - float(np.mean(yg)), ug - u0, 2, 0, dg - dm)
+    if np.max(np.abs(np.roots(np.concatenate([[1.0], -a])))) >= 1.0:
+        return y
+    effect = _sim_arx(a, e, 0, dg - dm)
+    return y - np.interp(t, tg, effect)
 
 
 def to_state_space(a, b, d):
@@ -291,13 +316,16 @@ def to_state_space(a, b, d):
     return A, B, C, np.zeros((1, 1))
 
 
-def simulate_model(A, B, C, D, du, x0=None):
-    """Free-run response of the deviation model to ``du`` (nu = 1)."""
+def simulate_model(A, B, C, D, du, x0=None, E=None, dd=None):
+    """Free-run response of the deviation model to ``du`` (nu = 1) and, with ``E``, to the
+    measured disturbance's deviations ``dd`` (nd = 1)."""
     x = np.zeros(A.shape[0]) if x0 is None else np.array(x0, float)
     out = np.empty(len(du))
     for k, v in enumerate(du):
         out[k] = (C @ x)[0] + D[0, 0] * v
         x = A @ x + B[:, 0] * v
+        if E is not None and E.shape[1]:
+            x = x + E[:, 0] * dd[k]
     return out
 
 
@@ -307,7 +335,7 @@ def nrmse(y, ym):
     return float(np.sqrt(np.mean((y - ym) ** 2)) / (s if s > 0 else 1.0))
 
 
-def identify(t, u, y, *, order=2, ts_s=None, tick_s=None, u0=None, y0=None, signal="step"):
+def identify(t, u, y, *, order=2, ts_s=None, tick_s=None, u0=None, y0=None, signal="step", d=None):
     """Fit a FOPDT model and a discrete state-space model to one test's record.
 
     Parameters
@@ -326,11 +354,17 @@ def identify(t, u, y, *, order=2, ts_s=None, tick_s=None, u0=None, y0=None, sign
         Operating point; default the output and the mean measurement of the first samples.
     signal : str
         Recorded in the fit summary.
+    d : array or None
+        The measured disturbance at the times ``t`` (SI; the sensor the MPC will use as
+        feed-forward), when it moved during the test: fitted as a second input sharing the
+        model's poles (column ``E``); its operating point ``d0`` is its mean over the first
+        samples, like ``y0``.
 
     Returns
     -------
     dict
-        ``A, B, C, D`` (ndarrays), ``ts_s``, ``u0``, ``y0``, ``fopdt``, ``fit`` (NRMSE on the
+        ``A, B, C, D, E`` (ndarrays; ``E`` None without ``d``), ``ts_s``, ``u0``, ``y0``,
+        ``d0`` (None without ``d``), ``fopdt``, ``fit`` (NRMSE on the
         training and validation parts), ``record`` (t, u, y and the model's free-run output on
         the sample grid, for the plot).
 
@@ -349,8 +383,11 @@ def identify(t, u, y, *, order=2, ts_s=None, tick_s=None, u0=None, y0=None, sign
     tick = float(np.median(np.diff(t))) if tick_s is None else float(tick_s)
     u0 = float(u[0]) if u0 is None else float(u0)
     n_split = int(len(t) * 2 / 3)
+    y_fop = y
+    if d is not None:
+        y_fop = _without_disturbance(t, u, y, np.asarray(d, float), tick, u0)
     try:
-        fop = fit_fopdt(t[:n_split], u[:n_split], y[:n_split], reverse=None)
+        fop = fit_fopdt(t[:n_split], u[:n_split], y_fop[:n_split], reverse=None)
     except ValueError as exc:
         raise TuneError("fit", "FOPDT fit failed: %s" % exc) from None
     if ts_s is None:
@@ -362,32 +399,72 @@ def identify(t, u, y, *, order=2, ts_s=None, tick_s=None, u0=None, y0=None, sign
         ts_s = tick * max(1, round(ts / tick))
     ts_s = float(ts_s)
     tg, ug, yg = _resample(t, u, y, ts_s)
+    if d is not None:
+        d = np.asarray(d, float)
+        if d.shape != t.shape or not np.all(np.isfinite(d)):
+            raise TuneError(
+                "bad_input",
+                "the disturbance record has %d values (finite: %s), expected %d finite values "
+                "at the test's sample times" % (d.size, bool(np.all(np.isfinite(d))), t.size),
+            )
+        # the disturbance averaged over each model interval, as the output is
+        _, dg, _ = _resample(t, d, y, ts_s)
+        dg = dg[: len(tg)]
     if len(tg) < 20:
         raise TuneError(
             "fit",
             "%d samples at the model's sample time %.3g s: the test is too short for this "
             "plant; run it for at least %.0f s" % (len(tg), ts_s, 20 * ts_s * 1.5),
         )
-    d = int(round(fop["dead_s"] / ts_s))
-    d = min(d, NX_MAX - order)
+    dly = int(round(fop["dead_s"] / ts_s))
+    dly = min(dly, NX_MAX - order)
     split = int(len(tg) * 2 / 3)
     y0 = float(np.mean(yg[: max(3, int(0.05 * len(tg)))])) if y0 is None else float(y0)
     du = ug - u0
     yd = yg - y0
-    a, b, c = _arx_ls(yd[:split], du[:split], order, d)
+    if d is not None:
+        d0 = float(np.mean(dg[: max(3, int(0.05 * len(tg)))]))
+        ddev = dg - d0
+        # a disturbance that did not move is no column E: least squares would fit noise
+        if float(np.std(ddev)) <= 1e-9 * max(1.0, abs(d0)):
+            raise TuneError(
+                "fit",
+                "the measured disturbance stayed at %.4g over the test: it cannot be "
+                "identified; run without --steady so the scenario's disturbance moves, or "
+                "without --disturbance" % d0,
+            )
+    else:
+        d0, ddev = None, None
+    nd = 0 if d is None else 1
+    a, b, e, c = _arx_ls(yd[:split], du[:split], order, dly, None if d is None else ddev[:split])
 
     from scipy.optimize import least_squares
 
-    def resid(p):
-        aa, bb, off = p[:order], p[order : 2 * order], p[-1]
-        return _sim_arx(aa, bb, d, du[:split]) + off - yd[:split]
+    def unpack(p):
+        return (
+            p[:order],
+            p[order : 2 * order],
+            p[2 * order : (2 + nd) * order],
+            p[-1],
+        )
 
-    p0 = np.concatenate([a, b, [0.0]])
+    def sim(p, n):
+        aa, bb, ee, off = unpack(p)
+        ys = _sim_arx(aa, bb, dly, du[:n]) + off
+        if nd:
+            # the disturbance enters the plant's states one sample later (strictly proper)
+            ys = ys + _sim_arx(aa, ee, 0, ddev[:n])
+        return ys
+
+    def resid(p):
+        return sim(p, split) - yd[:split]
+
+    p0 = np.concatenate([a, b, e, [0.0]])
     # start the output-error fit from a stable ARX (a noisy ARX can come out unstable)
     if np.max(np.abs(np.roots(np.concatenate([[1.0], -a])))) >= 1.0:
         p0[:order] = [0.9] + [0.0] * (order - 1)
-    sol = least_squares(resid, p0, max_nfev=400)
-    a, b, off = sol.x[:order], sol.x[order : 2 * order], sol.x[-1]
+    sol = least_squares(resid, p0, max_nfev=400 * (1 + nd))
+    a, b, e, off = unpack(sol.x)
     poles = np.roots(np.concatenate([[1.0], -a]))
     radius = float(np.max(np.abs(poles)))
     if radius >= 1.0:
@@ -398,12 +475,18 @@ def identify(t, u, y, *, order=2, ts_s=None, tick_s=None, u0=None, y0=None, sign
             "steady operating point" % radius,
         )
     y0 = y0 + float(off)
-    A, B, C, D = to_state_space(a, b, d)
-    ym = simulate_model(A, B, C, D, du) + y0
+    A, B, C, D = to_state_space(a, b, dly)
+    E = None
+    if nd:
+        # the observable form's plant states x[dly:] take the disturbance as they take u
+        # when there is no dead time
+        E = np.zeros((A.shape[0], 1))
+        E[dly:, 0] = e
+    ym = simulate_model(A, B, C, D, du, E=E, dd=ddev) + y0
     fit = {
-        "method": "arx-oe-ls",
+        "method": "arx-oe-ls" + (" with the measured disturbance" if nd else ""),
         "order": order,
-        "delay_samples": d,
+        "delay_samples": dly,
         "signal": signal,
         "nrmse_train": nrmse(yg[:split], ym[:split]),
         "nrmse_validation": nrmse(yg[split:], ym[split:]),
@@ -415,20 +498,42 @@ def identify(t, u, y, *, order=2, ts_s=None, tick_s=None, u0=None, y0=None, sign
         "B": B,
         "C": C,
         "D": D,
+        "E": E,
         "ts_s": ts_s,
         "u0": u0,
         "y0": y0,
+        "d0": d0,
         "fopdt": {k: fop[k] for k in ("gain", "tau_s", "dead_s")},
         "fit": fit,
-        "record": {"t": tg, "u": ug, "y": yg, "y_model": ym, "split": split},
+        "record": {
+            "t": tg,
+            "u": ug,
+            "y": yg,
+            "y_model": ym,
+            "split": split,
+            "d": None if d is None else dg,
+        },
     }
 
 
 # -- the model file ---------------------------------------------------------------------------
 
 
-def model_to_dict(m, loop, board, input_name, output_name, output_unit, out_min, out_max):
-    """The model file's JSON object for an :func:`identify` result."""
+def model_to_dict(
+    m,
+    loop,
+    board,
+    input_name,
+    output_name,
+    output_unit,
+    out_min,
+    out_max,
+    disturbance_name=None,
+    disturbance_unit="",
+):
+    """The model file's JSON object for an :func:`identify` result; the disturbance's name
+    (the board's channel, e.g. ``sensed.1``) and unit when it has a column ``E``."""
+    has_e = m.get("E") is not None
     import datetime
 
     nx = m["A"].shape[0]
@@ -442,14 +547,16 @@ def model_to_dict(m, loop, board, input_name, output_name, output_unit, out_min,
         "B": m["B"].tolist(),
         "C": m["C"].tolist(),
         "D": m["D"].tolist(),
-        "E": None,
+        "E": m["E"].tolist() if has_e else None,
         "inputs": [{"name": input_name, "unit": "1", "min": out_min, "max": out_max}],
         "outputs": [{"name": output_name, "unit": output_unit}],
-        "disturbances": [],
+        "disturbances": (
+            [{"name": disturbance_name or "d0", "unit": disturbance_unit}] if has_e else []
+        ),
         "x0": [0.0] * nx,
         "u0": [m["u0"]],
         "y0": [m["y0"]],
-        "d0": [],
+        "d0": [m["d0"]] if has_e else [],
         "fopdt": m["fopdt"],
         "fit": m["fit"],
         "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -465,40 +572,73 @@ def save_model(path, obj):
 
 
 def load_model(path):
-    """Read and check a model file; returns the dict with ``A``..``E`` as ndarrays.
+    """Read and check a model file (docs/tuning.md, "The model file").
+
+    The one reader of the format: ``thermopilot mpc design`` (:mod:`.design`) and the
+    benchmarks use it too.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        The JSON file ``thermopilot identify`` writes.
+
+    Returns
+    -------
+    dict
+        The file's keys, with ``A``, ``B``, ``C``, ``D``, ``E`` as float arrays (``E`` of
+        shape (nx, 0) when null), ``x0``, ``u0``, ``y0``, ``d0`` as float vectors and the
+        sizes ``nx``, ``nu``, ``ny``, ``nd``.
 
     Raises
     ------
     ValueError
-        Naming the file, the key and the value when a rule of the format is broken.
+        Naming the file, the key and its value when a rule of the format is broken.
     """
+    where = str(path)
     try:
         with open(path, encoding="utf-8") as f:
             obj = json.load(f)
     except json.JSONDecodeError as exc:
-        raise ValueError("%s: not JSON: %s" % (path, exc)) from None
-    _check_model(obj, str(path))
-    out = dict(obj)
-    for k in ("A", "B", "C", "D"):
-        out[k] = np.array(obj[k], float)
-    out["E"] = None if obj.get("E") is None else np.array(obj["E"], float)
-    return out
+        raise ValueError("%s: not JSON (%s)" % (where, exc)) from None
+    return _check_model(obj, where)
+
+
+#: keys every model file has; the others (E, disturbances, d0) may be left out when nd = 0
+_MODEL_KEYS = ("format", "version", "loop", "ts_s", "A", "B", "C", "D", "inputs", "outputs")
 
 
 def _check_model(obj, where):
+    """The checked model with arrays (see :func:`load_model`); ValueError naming the key."""
+
     def bad(key, why):
         raise ValueError("%s: %s %s" % (where, key, why))
 
     if not isinstance(obj, dict):
-        bad("model", "must be a JSON object")
-    if obj.get("format") != MODEL_FORMAT:
-        bad("format", "= %r, expected %r" % (obj.get("format"), MODEL_FORMAT))
-    v = obj.get("version")
-    if not isinstance(v, int) or v < 1 or v > MODEL_VERSION:
-        bad("version", "= %r, this reader knows versions 1..%d" % (v, MODEL_VERSION))
-    ts = obj.get("ts_s")
-    if not isinstance(ts, (int, float)) or not math.isfinite(ts) or ts <= 0:
-        bad("ts_s", "= %r, expected a sample time in s > 0" % (ts,))
+        raise ValueError("%s: expected a JSON object, got %s" % (where, type(obj).__name__))
+    missing = [k for k in _MODEL_KEYS if k not in obj]
+    if missing:
+        raise ValueError(
+            "%s: missing key(s) %s; is this a file from 'thermopilot identify'?"
+            % (where, ", ".join(missing))
+        )
+    if obj["format"] != MODEL_FORMAT:
+        bad("format", "%r, expected %r" % (obj["format"], MODEL_FORMAT))
+    v = obj["version"]
+    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        bad("version", "%r, expected an integer >= 1" % (v,))
+    if v > MODEL_VERSION:
+        bad(
+            "format version",
+            "%d, this ThermoPilot reads up to %d; upgrade ThermoPilot" % (v, MODEL_VERSION),
+        )
+    ts = obj["ts_s"]
+    if (
+        isinstance(ts, bool)
+        or not isinstance(ts, (int, float))
+        or not math.isfinite(ts)
+        or ts <= 0
+    ):
+        bad("ts_s", "= %r, expected a sample time in seconds > 0" % (ts,))
 
     def mat(key, allow_none=False):
         m = obj.get(key)
@@ -507,9 +647,9 @@ def _check_model(obj, where):
         try:
             a = np.array(m, float)
         except (TypeError, ValueError):
-            bad(key, "must be a list of rows of numbers")
+            bad(key, "= %r is not a matrix of numbers (a list of rows)" % (m,))
         if a.ndim != 2:
-            bad(key, "must be a list of rows (2-D), got %d-D" % a.ndim)
+            bad(key, "must be a list of rows (a matrix), got %d dimension(s)" % a.ndim)
         if not np.all(np.isfinite(a)):
             bad(key, "has a value that is not finite")
         return a
@@ -518,31 +658,45 @@ def _check_model(obj, where):
     E = mat("E", allow_none=True)
     nx = A.shape[0]
     if A.shape != (nx, nx) or not 1 <= nx <= NX_MAX:
-        bad("A", "is %dx%d, expected square with 1..%d rows" % (A.shape + (NX_MAX,)))
+        bad("A", "has shape %dx%d, expected square with 1..%d rows" % (A.shape + (NX_MAX,)))
     nu = B.shape[1]
     if B.shape[0] != nx or not 1 <= nu <= 3:
-        bad("B", "is %dx%d, expected %d rows and 1..3 columns" % (B.shape + (nx,)))
+        bad("B", "has shape %dx%d, expected %dxN with N 1..3 inputs" % (B.shape + (nx,)))
     ny = C.shape[0]
     if C.shape[1] != nx or not 1 <= ny <= 8:
-        bad("C", "is %dx%d, expected 1..8 rows and %d columns" % (C.shape + (nx,)))
+        bad("C", "has shape %dx%d, expected Nx%d with N 1..8 outputs" % (C.shape + (nx,)))
     if D.shape != (ny, nu):
-        bad("D", "is %dx%d, expected %dx%d" % (D.shape + (ny, nu)))
+        bad("D", "has shape %dx%d, expected %dx%d" % (D.shape + (ny, nu)))
     nd = 0 if E is None else E.shape[1]
     if E is not None and (E.shape[0] != nx or not 1 <= nd <= 3):
-        bad("E", "is %dx%d, expected %d rows and 1..3 columns (or null)" % (E.shape + (nx,)))
-    for key, n in (("x0", nx), ("u0", nu), ("y0", ny), ("d0", nd)):
-        vals = obj.get(key, [] if key == "d0" else None)
-        if not isinstance(vals, list) or len(vals) != n:
-            bad(key, "= %r, expected a list of %d numbers" % (vals, n))
-        if not all(isinstance(x, (int, float)) and math.isfinite(x) for x in vals):
-            bad(key, "has a value that is not a finite number")
+        bad("E", "has shape %dx%d, expected %dxN with N 1..3 (or null)" % (E.shape + (nx,)))
+    kinds = {"inputs": "column of B", "outputs": "row of C", "disturbances": "column of E"}
     for key, n in (("inputs", nu), ("outputs", ny), ("disturbances", nd)):
         ch = obj.get(key, [] if key == "disturbances" else None)
         if not isinstance(ch, list) or len(ch) != n:
-            bad(key, "= %r, expected %d channel(s)" % (ch, n))
-        for c in ch:
+            bad(
+                key,
+                "has %s entries, expected %d (one per %s)"
+                % (len(ch) if isinstance(ch, list) else repr(ch), n, kinds[key]),
+            )
+        for i, c in enumerate(ch):
             if not isinstance(c, dict) or not isinstance(c.get("name"), str) or "unit" not in c:
-                bad(key, "entry %r needs a name and a unit" % (c,))
+                bad("%s[%d]" % (key, i), "= %r needs a name and a unit" % (c,))
+    out = dict(obj)
+    out["ts_s"] = float(ts)
+    for key, n in (("x0", nx), ("u0", nu), ("y0", ny), ("d0", nd)):
+        vals = obj.get(key, [0.0] * n if key == "x0" else [] if key == "d0" else None)
+        if not isinstance(vals, list) or len(vals) != n:
+            bad(key, "= %r, expected a list of %d number(s)" % (vals, n))
+        if not all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+            for x in vals
+        ):
+            bad(key, "= %r has a value that is not a finite number" % (vals,))
+        out[key] = np.array(vals, float)
+    out.update(A=A, B=B, C=C, D=D, E=np.zeros((nx, 0)) if E is None else E)
+    out.update(nx=nx, nu=nu, ny=ny, nd=nd)
+    return out
 
 
 def plot_fit(path, model, title, y_label="measurement", y_offset=0.0):
