@@ -298,9 +298,11 @@ class Rig:
     ):
         """Run the scenario on the board behind ``session``; returns a RigResult.
 
-        ``rows_csv``: write rows.csv there while the run goes (the report then only closes
-        it). ``vm_cpu``: a function returning the board's CPU seconds so far (a virtual
-        board's VM), for ``result.timing``."""
+        ``realtime``: False runs in lockstep as fast as the board answers; True paces the
+        steps by the wall clock (a real board); a number paces them at that many simulated
+        seconds per wall second. ``rows_csv``: write rows.csv there while the run goes (the
+        report then only closes it). ``vm_cpu``: a function returning the board's CPU seconds
+        so far (a virtual board's VM), for ``result.timing``."""
         self.session = session
         ident, loops, snapshot = self._prepare(session, check_board)
         tick_hz = ident.tick_hz
@@ -483,7 +485,8 @@ class Rig:
                 for f in link_faults:
                     send = f.before_frame(self) and send
                 if realtime:
-                    delay = self._wall0 + t_s - time.monotonic()
+                    # True: real time; a number: that many simulated seconds per wall second
+                    delay = self._wall0 + t_s / float(realtime) - time.monotonic()
                     if delay > 0:
                         time.sleep(delay)
                 if not send:

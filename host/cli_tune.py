@@ -29,6 +29,24 @@ def _mode_name(mode):
     return {v: k for k, v in _schema().MODES.items()}.get(mode, mode)
 
 
+def _failed(args, verb, loop, driver, exp):
+    """Say why the experiment `exp` stopped and where the loop was left; the exit code."""
+    msg = "%s loop %s failed (%s): %s; the loop %s" % (
+        verb,
+        loop["name"],
+        exp.reason,
+        exp.message,
+        "is held in its safe state by the board (fault %s)" % driver.fault
+        if driver.fault
+        else "is back in mode %s" % _mode_name(driver.prev_mode),
+    )
+    if args.json:
+        print(json.dumps({"ok": False, "reason": exp.reason, "message": msg}))
+    else:
+        print("thermopilot: %s" % msg, file=sys.stderr)
+    return EXIT_FAILED
+
+
 def fault_text(bits):
     names = {v: k for k, v in _schema().FAULTS.items()}
     return ", ".join(names.get(b, "bit%d" % b) for b in range(32) if bits >> b & 1)
@@ -432,19 +450,7 @@ def cmd_tune(args):
     if tuner is None:
         raise UserError("loop %s: the tune never started (no telemetry)" % loop["name"])
     if tuner.state != "done":
-        msg = "tune loop %s failed (%s): %s; the loop %s" % (
-            loop["name"],
-            tuner.reason,
-            tuner.message,
-            "is held in its safe state by the board (fault %s)" % driver.fault
-            if driver.fault
-            else "is back in mode %s" % _mode_name(driver.prev_mode),
-        )
-        if args.json:
-            print(json.dumps({"ok": False, "reason": tuner.reason, "message": msg}))
-        else:
-            print("thermopilot: %s" % msg, file=sys.stderr)
-        return EXIT_FAILED
+        return _failed(args, "tune", loop, driver, tuner)
     res = tuner.result
     try:
         g = gains(res, args.rule, args.kind, dt_s=1.0 / loop["tick_hz"])
@@ -620,19 +626,7 @@ def cmd_identify(args):
     if test is None:
         raise UserError("loop %s: the test never started (no telemetry)" % loop["name"])
     if test.state != "done":
-        msg = "identify loop %s failed (%s): %s; the loop %s" % (
-            loop["name"],
-            test.reason,
-            test.message,
-            "is held in its safe state by the board (fault %s)" % driver.fault
-            if driver.fault
-            else "is back in mode %s" % _mode_name(driver.prev_mode),
-        )
-        if args.json:
-            print(json.dumps({"ok": False, "reason": test.reason, "message": msg}))
-        else:
-            print("thermopilot: %s" % msg, file=sys.stderr)
-        return EXIT_FAILED
+        return _failed(args, "identify", loop, driver, test)
     d_rec, d_unit = None, ""
     if dist_col is not None:
         d_rec, d_unit = _disturbance_record(res, dist_col, test.t)
