@@ -677,6 +677,29 @@ static tp_float max_step(tp_float a, tp_float x, tp_float dx)
     return a;
 }
 
+/* One slack/multiplier pair (x, l) of a constraint row with its directions (dx, dl), for
+ * row_step's mode: widen the step bound *amax (0), store the predictor product in *prod and add
+ * the complementarity at `alpha` to *gap (1), take the step into *xn, *ln (2), or add the
+ * trial complementarity to *gap and its smallest product to *cmin (3). */
+static inline void pair_step(int mode, tp_float alpha, tp_float x, tp_float l, tp_float dx,
+                             tp_float dl, tp_float *prod, tp_float *xn, tp_float *ln,
+                             tp_float *amax, tp_float *gap, tp_float *cmin)
+{
+    if (mode == 0) {
+        *amax = max_step(max_step(*amax, x, dx), l, dl);
+    } else if (mode == 1) {
+        *prod = dx * dl;
+        *gap += (x + alpha * dx) * (l + alpha * dl);
+    } else if (mode == 3) {
+        tp_float c = (x + alpha * dx) * (l + alpha * dl);
+        *gap += c;
+        *cmin = minf(*cmin, c);
+    } else {
+        *xn = x + alpha * dx;
+        *ln = l + alpha * dl;
+    }
+}
+
 /* Walk the directions of every constraint. mode 0: return the largest feasible step;
  * mode 1: store the predictor products dt * dl (at step `alpha`) and return the
  * complementarity there; mode 2: take the step `alpha`; mode 3: return the complementarity
@@ -698,19 +721,9 @@ static tp_float row_step(tp_mpc_t *m, int mode, tp_float alpha, int corr, tp_flo
                 tp_float rcs = ls * s + (corr ? m->ps[o] - smu : 0.0f), dls;
                 ds = -(m->gs[o] + m->m12[o] * dh) / m->m22[o];
                 dls = (-rcs - ls * ds) / s;
-                if (mode == 0) {
-                    amax = max_step(max_step(amax, s, ds), ls, dls);
-                } else if (mode == 1) {
-                    m->ps[o] = ds * dls;
-                    gap += (s + alpha * ds) * (ls + alpha * dls);
-                } else if (mode == 3) {
-                    tp_float c = (s + alpha * ds) * (ls + alpha * dls);
-                    gap += c;
-                    cmin = minf(cmin, c);
-                } else {
-                    s_new = s + alpha * ds; /* stored after the rows below used the old s */
-                    ls_new = ls + alpha * dls;
-                }
+                /* a step's new s is stored after the rows below used the old one */
+                pair_step(mode, alpha, s, ls, ds, dls, &m->ps[o], &s_new, &ls_new, &amax, &gap,
+                          &cmin);
             }
             if (kind & ROW_LO) {
                 tp_float t = m->tlo[a], l = m->llo[a];
@@ -718,19 +731,8 @@ static tp_float row_step(tp_mpc_t *m, int mode, tp_float alpha, int corr, tp_flo
                 tp_float rc = l * t + (corr ? m->plo[a] - smu : 0.0f), dt, dl;
                 dt = dh + ds - rl;
                 dl = (-rc - l * dt) / t;
-                if (mode == 0) {
-                    amax = max_step(max_step(amax, t, dt), l, dl);
-                } else if (mode == 1) {
-                    m->plo[a] = dt * dl;
-                    gap += (t + alpha * dt) * (l + alpha * dl);
-                } else if (mode == 3) {
-                    tp_float c = (t + alpha * dt) * (l + alpha * dl);
-                    gap += c;
-                    cmin = minf(cmin, c);
-                } else {
-                    m->tlo[a] = t + alpha * dt;
-                    m->llo[a] = l + alpha * dl;
-                }
+                pair_step(mode, alpha, t, l, dt, dl, &m->plo[a], &m->tlo[a], &m->llo[a], &amax,
+                          &gap, &cmin);
             }
             if (kind & ROW_HI) {
                 tp_float t = m->thi[a], l = m->lhi[a];
@@ -738,19 +740,8 @@ static tp_float row_step(tp_mpc_t *m, int mode, tp_float alpha, int corr, tp_flo
                 tp_float rc = l * t + (corr ? m->phi[a] - smu : 0.0f), dt, dl;
                 dt = -dh + ds - rh;
                 dl = (-rc - l * dt) / t;
-                if (mode == 0) {
-                    amax = max_step(max_step(amax, t, dt), l, dl);
-                } else if (mode == 1) {
-                    m->phi[a] = dt * dl;
-                    gap += (t + alpha * dt) * (l + alpha * dl);
-                } else if (mode == 3) {
-                    tp_float c = (t + alpha * dt) * (l + alpha * dl);
-                    gap += c;
-                    cmin = minf(cmin, c);
-                } else {
-                    m->thi[a] = t + alpha * dt;
-                    m->lhi[a] = l + alpha * dl;
-                }
+                pair_step(mode, alpha, t, l, dt, dl, &m->phi[a], &m->thi[a], &m->lhi[a], &amax,
+                          &gap, &cmin);
             }
             if ((kind & ROW_SOFT) && mode == 2) {
                 m->s[o] = s_new;
