@@ -192,6 +192,9 @@ class _OnSignal(Criterion):
 
 _SIGNAL = Key(str, None, "signal name (see Signals); default: loop's judged signal")
 _CHANNEL = Key((int, str), None, "actuator channel or name: the signal out.<channel>")
+_LOOP = Key((str, int), None, "loop whose judged signal to use")
+_MIN = Key(float, REQUIRED, "lower limit, SI")
+_MAX = Key(float, REQUIRED, "upper limit, SI")
 
 
 class Between(_OnSignal):
@@ -199,10 +202,10 @@ class Between(_OnSignal):
     DOC = "the signal stays within [min, max] over the window"
     KEYS = {
         "signal": _SIGNAL,
-        "loop": Key((str, int), None, "loop whose judged signal to use"),
+        "loop": _LOOP,
         "channel": _CHANNEL,
-        "min": Key(float, REQUIRED, "lower limit, SI"),
-        "max": Key(float, REQUIRED, "upper limit, SI"),
+        "min": _MIN,
+        "max": _MAX,
     }
     ALIASES = {"min_k": "min", "max_k": "max"}
     CELSIUS = (("min_c", "min"), ("max_c", "max"))
@@ -250,12 +253,7 @@ class Between(_OnSignal):
 class AtMost(Between):
     KIND = "at_most"
     DOC = "the signal never exceeds max over the window"
-    KEYS = {
-        "signal": _SIGNAL,
-        "loop": Key((str, int), None, "loop whose judged signal to use"),
-        "channel": _CHANNEL,
-        "max": Key(float, REQUIRED, "upper limit, SI"),
-    }
+    KEYS = {k: v for k, v in Between.KEYS.items() if k != "min"}
     ALIASES = {"max_k": "max"}
     CELSIUS = (("max_c", "max"),)
 
@@ -266,12 +264,7 @@ class AtMost(Between):
 class AtLeast(Between):
     KIND = "at_least"
     DOC = "the signal never falls below min over the window"
-    KEYS = {
-        "signal": _SIGNAL,
-        "loop": Key((str, int), None, "loop whose judged signal to use"),
-        "channel": _CHANNEL,
-        "min": Key(float, REQUIRED, "lower limit, SI"),
-    }
+    KEYS = {k: v for k, v in Between.KEYS.items() if k != "max"}
     ALIASES = {"min_k": "min"}
     CELSIUS = (("min_c", "min"),)
 
@@ -564,7 +557,7 @@ class Std(_OnSignal):
     MODE = "end"
     KEYS = {
         "signal": _SIGNAL,
-        "loop": Key((str, int), None, "loop whose judged signal to use"),
+        "loop": _LOOP,
         "max": Key(float, REQUIRED, "limit, SI", lo=0.0),
     }
 

@@ -371,6 +371,20 @@ class ActuatorPartial(ActuatorFault):
 RAMP = Key(float, 0.0, "reach the value over this time (0: a step)", lo=0.0, unit="s")
 
 
+def _check_range(where, name, value, lo, hi, unit):
+    if not lo <= value <= hi:
+        raise ScenarioError(
+            "%s: %s = %g out of range; expected %g..%g %s" % (where, name, value, lo, hi, unit)
+        )
+
+
+def _ramped(fault, t_s):
+    """The value a plant fault applies at t_s: `value` at once, or over ramp_s from `old`."""
+    ramp = fault.cfg["ramp_s"]
+    a = 1.0 if ramp <= 0.0 else min(1.0, (t_s - fault.t_s) / ramp)
+    return fault.old + a * (fault.cfg["value"] - fault.old)
+
+
 class PlantChange(Fault):
     KIND = "plant_change"
     GROUP = "plant"
@@ -394,11 +408,7 @@ class PlantChange(Fault):
                 % (where, ctx.model, name, ", ".join(sorted(ctx.changeable)) or "none")
             )
         unit, lo, hi, _doc = ctx.changeable[name]
-        if not lo <= cfg["value"] <= hi:
-            raise ScenarioError(
-                "%s: %s = %g out of range; expected %g..%g %s"
-                % (where, name, cfg["value"], lo, hi, unit)
-            )
+        _check_range(where, name, cfg["value"], lo, hi, unit)
 
     def start(self, rig, t_s):
         self.old = rig.plant.param(self.cfg["param"])
@@ -406,10 +416,8 @@ class PlantChange(Fault):
             rig.plant.set_param(self.cfg["param"], self.cfg["value"])
 
     def tick(self, rig, t_s):
-        ramp = self.cfg["ramp_s"]
-        if ramp > 0.0:
-            a = min(1.0, (t_s - self.t_s) / ramp)
-            rig.plant.set_param(self.cfg["param"], self.old + a * (self.cfg["value"] - self.old))
+        if self.cfg["ramp_s"] > 0.0:
+            rig.plant.set_param(self.cfg["param"], _ramped(self, t_s))
 
     def stop(self, rig, t_s):
         rig.plant.set_param(self.cfg["param"], self.old)
@@ -443,19 +451,14 @@ class PlantInput(Fault):
                 % (where, name, ctx.driven_inputs[name])
             )
         _default, lo, hi, kind, unit = ctx.inputs[name]
-        if kind == "check" and not lo <= cfg["value"] <= hi:
-            raise ScenarioError(
-                "%s: %s = %g out of range; expected %g..%g %s"
-                % (where, name, cfg["value"], lo, hi, unit)
-            )
+        if kind == "check":
+            _check_range(where, name, cfg["value"], lo, hi, unit)
 
     def start(self, rig, t_s):
         self.old = rig.base_input(self.cfg["input"], t_s)
 
     def override(self, inputs, t_s):
-        ramp = self.cfg["ramp_s"]
-        a = 1.0 if ramp <= 0.0 else min(1.0, (t_s - self.t_s) / ramp)
-        inputs[self.cfg["input"]] = self.old + a * (self.cfg["value"] - self.old)
+        inputs[self.cfg["input"]] = _ramped(self, t_s)
 
 
 class Runaway(PlantInput):

@@ -450,15 +450,21 @@ def cmd_mode(args):
     return 0
 
 
+def _value_si(args, quantity, what):
+    """args.value (with args.unit, or the quantity's display unit) in SI; UserError names
+    `what` and the value."""
+    value = parse_number(args.value, what)
+    try:
+        return units.to_si(value, quantity, args.unit)
+    except ValueError as exc:
+        raise UserError("%s: %s" % (what, exc)) from None
+
+
 def cmd_manual(args):
     with open_session(args) as s:
         lp = find_loop(s, args.loop)
         q = lp["out_quantity"]
-        value = parse_number(args.value, "manual output for loop %s" % lp["name"])
-        try:
-            si = units.to_si(value, q, args.unit)
-        except ValueError as exc:
-            raise UserError("manual output for loop %s: %s" % (lp["name"], exc)) from None
+        si = _value_si(args, q, "manual output for loop %s" % lp["name"])
         try:
             s.command("manual_output", loop=lp["loop"], value=si)
             s.command("mode", loop=lp["loop"], value=schema.MODES["manual"])
@@ -472,11 +478,7 @@ def cmd_setpoint(args):
     with open_session(args) as s:
         lp = find_loop(s, args.loop)
         q = lp["quantity"]
-        value = parse_number(args.value, "setpoint for loop %s" % lp["name"])
-        try:
-            si = units.to_si(value, q, args.unit)
-        except ValueError as exc:
-            raise UserError("setpoint for loop %s: %s" % (lp["name"], exc)) from None
+        si = _value_si(args, q, "setpoint for loop %s" % lp["name"])
         try:
             s.command("setpoint", loop=lp["loop"], value=si)
         except Nack as n:

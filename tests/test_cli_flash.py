@@ -189,3 +189,8 @@ def test_ports_json_lists_a_running_virtual_board(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=15)
+
+
+def test_a_missing_uf2_is_a_user_error(tmp_path):
+    res = run_cli("flash", "--board", "rpi_pico", "--firmware", str(tmp_path / "nope.uf2"))
+    assert res.returncode == 2 and "does not exist" in res.stderr

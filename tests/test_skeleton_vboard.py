@@ -159,27 +159,6 @@ def test_deploy_takes_the_console_back_from_the_running_app(tmp_path):
         assert run_cli("info", "--port", vb.port).returncode == 0
 
 
-def test_flash_commands_for_real_boards(tmp_path):
-    # (tests/test_cli_flash.py has the image checks and the esptool path)
-    fw = tmp_path / "ESP32_GENERIC.bin"
-    fw.write_bytes(b"\xe9" + bytes(23))
-    res = run_cli(
-        "flash",
-        "--board",
-        "esp32_devkitc",
-        "--firmware",
-        str(fw),
-        "--port",
-        "/dev/ttyUSB0",
-        "--dry-run",
-    )
-    assert res.returncode == 0, res.stderr
-    assert "esptool --chip esp32 --port /dev/ttyUSB0" in res.stdout
-    assert "write-flash -z 0x1000 " in res.stdout
-    res = run_cli("flash", "--board", "rpi_pico", "--firmware", str(tmp_path / "nope.uf2"))
-    assert res.returncode == 2 and "does not exist" in res.stderr
-
-
 def test_machine_reset_restarts_the_vm_and_keeps_the_ports(tmp_path):
     from thermopilot.protocol.link import Session
 
