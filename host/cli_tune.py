@@ -29,6 +29,14 @@ def _mode_name(mode):
     return {v: k for k, v in _schema().MODES.items()}.get(mode, mode)
 
 
+def _run(args, make_driver, what):
+    """The experiment in lockstep on a virtual board (--scenario) or on the board at --port in
+    real time: (driver, rig result or None, info)."""
+    if args.scenario:
+        return run_lockstep(args, make_driver, what)
+    return run_realtime(args, make_driver, what)
+
+
 def _failed(args, verb, loop, driver, exp):
     """Say why the experiment `exp` stopped and where the loop was left; the exit code."""
     msg = "%s loop %s failed (%s): %s; the loop %s" % (
@@ -439,10 +447,7 @@ def cmd_tune(args):
     with _TuneProgress(err, {"name": args.loop}, not args.json) as prog:
         outcome["progress"] = prog
         t0 = time.monotonic()
-        if args.scenario:
-            driver, _res, info = run_lockstep(args, make_driver, "tune")
-        else:
-            driver, _res, info = run_realtime(args, make_driver, "tune")
+        driver, _res, info = _run(args, make_driver, "tune")
         wall = time.monotonic() - t0
     tuner = driver.exp
     loop = info["loop"]
@@ -616,10 +621,7 @@ def cmd_identify(args):
         prog.verb = "identify"
         holder["progress"] = prog
         t0 = time.monotonic()
-        if args.scenario:
-            driver, res, info = run_lockstep(args, make_driver, "identification test")
-        else:
-            driver, _res, info = run_realtime(args, make_driver, "identification test")
+        driver, res, info = _run(args, make_driver, "identification test")
         wall = time.monotonic() - t0
     test = driver.exp
     loop = info["loop"]

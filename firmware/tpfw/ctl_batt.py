@@ -534,6 +534,17 @@ class BatteryLoop(Controller):
         else:
             i[_LK_S] = 0
 
+    def _rung(self, rate, dev, gas, rate_max, dev_max, gas_max):
+        # what crossed a rung of the runaway ladder, first by rate, then deviation, then gas:
+        # the group (rate, deviation) or the gas reading; -1 when nothing did
+        if rate >= rate_max:
+            return self.iv[_G_RATE]
+        if dev >= dev_max:
+            return self.iv[_G_DEV]
+        if gas >= gas_max:
+            return gas
+        return -1.0
+
     def _ladder(self, sup, t_ms):
         v = self.v
         p = self.p0
@@ -543,26 +554,16 @@ class BatteryLoop(Controller):
         # a deviation counts once every group had its sensor for the warm-up
         dev = f[_DEV_MAX] if i[_SECS] > _WARM_S else 0.0
         rate = f[_RATE_MAX]
-        alarm = -1.0
-        if rate >= v[p + _RATE_ALARM]:
-            alarm = i[_G_RATE]
-        elif dev >= v[p + _DEV_ALARM]:
-            alarm = i[_G_DEV]
-        elif gas >= v[p + _GAS_ALARM]:
-            alarm = gas
+        alarm = self._rung(
+            rate, dev, gas, v[p + _RATE_ALARM], v[p + _DEV_ALARM], v[p + _GAS_ALARM]
+        )
         if alarm >= 0.0:
             i[_ALARM_S] += 1
             if i[_ALARM_S] > _PERSIST_S:
                 sup.latch(codec.FAULT_THERMAL_RUNAWAY, self.idx, alarm, t_ms)
         else:
             i[_ALARM_S] = 0
-        warn = -1.0
-        if rate >= v[p + _RATE_WARN]:
-            warn = i[_G_RATE]
-        elif dev >= v[p + _DEV_WARN]:
-            warn = i[_G_DEV]
-        elif gas >= v[p + _GAS_WARN]:
-            warn = gas
+        warn = self._rung(rate, dev, gas, v[p + _RATE_WARN], v[p + _DEV_WARN], v[p + _GAS_WARN])
         if warn >= 0.0:
             if not i[_WARN]:
                 sup.notice(codec.NOTICE_RUNAWAY_WARNING, self.idx, warn, t_ms, True)
