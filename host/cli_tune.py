@@ -176,6 +176,19 @@ def user_value(text, quantity, what, difference=False):
         raise UserError("%s: %s" % (what, exc)) from None
 
 
+def _half_swing(amp, loop, oq):
+    """The output move ``amp`` checked against half the loop's output range; exactly half is
+    allowed (the board's limits are float32: 0.3..1.0 has a span a few 1e-8 under 0.7)."""
+    lo, hi = loop["out_min"], loop["out_max"]
+    half = 0.5 * (hi - lo)
+    if amp > half * (1.0 + 1e-6):
+        raise UserError(
+            "--amplitude %s is more than half the output range %s..%s of loop %s"
+            % (units.fmt(amp, oq), units.fmt(lo, oq), units.fmt(hi, oq), loop["name"])
+        )
+    return min(amp, half)
+
+
 # -- tune ----------------------------------------------------------------------------------
 
 
@@ -196,22 +209,13 @@ def _tuner_factory(args, loop, reverse):
         sp = sp_user if sp_user is not None else setpoint
         # the relay's centre must leave room for its swing inside the output limits
         lo, hi = loop["out_min"], loop["out_max"]
-        if amp > 0.5 * span:
-            raise UserError(
-                "--amplitude %s is more than half the output range %s..%s of loop %s"
-                % (
-                    units.fmt(amp, oq),
-                    units.fmt(lo, oq),
-                    units.fmt(hi, oq),
-                    loop["name"],
-                )
-            )
-        u0 = min(max(u0, lo + amp), hi - amp)
+        a = _half_swing(amp, loop, oq)
+        u0 = min(max(u0, lo + a), hi - a)
         try:
             return RelayTuner(
                 sp,
                 u0,
-                amp,
+                a,
                 out_min=lo,
                 out_max=hi,
                 reverse=reverse,
@@ -587,16 +591,12 @@ def cmd_identify(args):
 
         def make(setpoint, u0, y):
             lo, hi = loop["out_min"], loop["out_max"]
-            if amp > 0.5 * span:
-                raise UserError(
-                    "--amplitude %s is more than half the output range %s..%s of loop %s"
-                    % (units.fmt(amp, oq), units.fmt(lo, oq), units.fmt(hi, oq), loop["name"])
-                )
-            u0 = min(max(u0, lo + amp), hi - amp)
+            a = _half_swing(amp, loop, oq)
+            u0 = min(max(u0, lo + a), hi - a)
             try:
                 return idm.StepTest(
                     u0,
-                    amp,
+                    a,
                     args.duration,
                     out_min=lo,
                     out_max=hi,
@@ -674,6 +674,15 @@ def cmd_identify(args):
         )
     fit = m["fit"]
     fop = m["fopdt"]
+    warning = None
+    if fit["nrmse_validation"] > 1.0:
+        # worse than predicting the held-out data's mean: the model is written (the test's
+        # record is in it), but an MPC designed from it would steer by a wrong picture
+        warning = (
+            "the model predicts the held-out third worse than its mean (NRMSE %.2f > 1): "
+            "run a longer test (--duration), a larger --amplitude, or a --clock near a "
+            "third of the plant's lag before designing an MPC from it" % fit["nrmse_validation"]
+        )
     if args.json:
         print(
             json.dumps(
@@ -685,6 +694,7 @@ def cmd_identify(args):
                     "nx": int(m["A"].shape[0]),
                     "fopdt": fop,
                     "fit": fit,
+                    "warning": warning,
                     "wall_s": wall,
                 },
                 indent=2,
@@ -709,6 +719,8 @@ def cmd_identify(args):
         % (m["A"].shape[0], m["ts_s"], fit["nrmse_validation"], fit["nrmse_train"])
     )
     print("model: %s%s" % (out_path, "; plot: %s" % plot_path if plot_path else ""))
+    if warning:
+        err.print("[yellow]warning:[/] " + warning, highlight=False)
     return 0
 
 

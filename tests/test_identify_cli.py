@@ -86,8 +86,50 @@ def test_disturbance_option_refused_before_anything_moves(env, tmp_path, args, w
 
 
 def test_identify_with_the_measured_disturbance_feeds_mpc_design(env, tmp_path):
-    """The short chain: identify on the drive cycle's current (column E from the sensor the
-    loop's d0 role reads), then mpc design takes the file for the board with that role."""
+    """The short chain: identify on the pack current's steps (column E from the sensor the
+    loop's d0 role reads), then mpc design takes the file for the board with that role. The
+    model must come out stable and predict the held-out third better than its mean."""
+    res = cli(
+        env,
+        tmp_path,
+        "identify",
+        "cool",
+        "--scenario",
+        "battery_ident_mpc",
+        "--signal",
+        "prbs",
+        "--clock",
+        "30",
+        "--amplitude",
+        "40",
+        "--settle",
+        "300",
+        "--duration",
+        "1200",
+        "--disturbance",
+        "sensed.1",
+        "--no-plot",
+        "--json",
+    )
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["warning"] is None and out["fit"]["nrmse_validation"] < 1.0
+    m = load_model(tmp_path / "model_cool.json")
+    assert max(abs(np.linalg.eigvals(m["A"]))) < 1.0
+    assert m["nd"] == 1 and m["E"].shape == (m["nx"], 1)
+    assert m["disturbances"] == [{"name": "sensed.1", "unit": "A"}]
+    assert 0.0 < m["d0"][0] < 400.0
+    r = cli(
+        env, tmp_path, "mpc", "design", "model_cool.json", "-o", "m.mpc", "--board", "virtual_mpc"
+    )
+    assert r.returncode == 0, r.stderr
+    assert "nd=1" in r.stdout and "checked against board virtual_mpc" in r.stdout
+
+
+def test_a_model_worse_than_the_mean_is_written_with_a_warning(env, tmp_path):
+    """A test too short for the plant (300 s of a 10 s PRBS with the pack current stepping):
+    the model file is written (the test's result is not thrown away) and identify says, with
+    the figure and the fix, that it predicts the held-out third worse than its mean."""
     res = cli(
         env,
         tmp_path,
@@ -108,19 +150,7 @@ def test_identify_with_the_measured_disturbance_feeds_mpc_design(env, tmp_path):
         "--disturbance",
         "sensed.1",
         "--no-plot",
-        "--json",
     )
-    assert res.returncode in (0, 2), res.stderr
-    if res.returncode == 2:
-        # a model the plant's drift makes unstable is refused with the reason, not written
-        assert "unstable" in res.stderr and not (tmp_path / "model_cool.json").exists()
-        return
-    m = load_model(tmp_path / "model_cool.json")
-    assert m["nd"] == 1 and m["E"].shape == (m["nx"], 1)
-    assert m["disturbances"] == [{"name": "sensed.1", "unit": "A"}]
-    assert 0.0 < m["d0"][0] < 400.0
-    r = cli(
-        env, tmp_path, "mpc", "design", "model_cool.json", "-o", "m.mpc", "--board", "virtual_mpc"
-    )
-    assert r.returncode == 0, r.stderr
-    assert "nd=1" in r.stdout and "checked against board virtual_mpc" in r.stdout
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "model_cool.json").exists()
+    assert "worse than its mean (NRMSE" in res.stderr and "--duration" in res.stderr

@@ -247,6 +247,14 @@ def _sim_arx(a, b, d, du):
     return lfilter(num, den, du)
 
 
+def _free_response(a, zi, n):
+    """Free response over ``n`` samples of ``1 / A(q)`` from the observable-form plant states
+    ``zi`` (what :func:`to_state_space` calls ``x[d:]`` at the first sample)."""
+    from scipy.signal import lfilter
+
+    return lfilter([1.0], np.concatenate([[1.0], -np.asarray(a)]), np.zeros(n), zi=zi)[0]
+
+
 def _arx_ls(yd, du, n, d, dd=None):
     """Linear least squares ARX(n, n, d) with a constant term; with ``dd`` (the measured
     disturbance, deviations) a second input of n terms and no dead time beyond one sample.
@@ -378,8 +386,8 @@ def identify(t, u, y, *, order=2, ts_s=None, tick_s=None, u0=None, y0=None, sign
     y = np.asarray(y, float)
     if len(t) < 30:
         raise TuneError("fit", "only %d samples: run the test longer (--duration)" % len(t))
-    if order not in (1, 2):
-        raise TuneError("bad_input", "order=%r: expected 1 or 2" % (order,))
+    if order not in (1, 2, 3):
+        raise TuneError("bad_input", "order=%r: expected 1, 2 or 3" % (order,))
     tick = float(np.median(np.diff(t))) if tick_s is None else float(tick_s)
     u0 = float(u[0]) if u0 is None else float(u0)
     n_split = int(len(t) * 2 / 3)
@@ -445,28 +453,43 @@ def identify(t, u, y, *, order=2, ts_s=None, tick_s=None, u0=None, y0=None, sign
             p[:order],
             p[order : 2 * order],
             p[2 * order : (2 + nd) * order],
+            p[(2 + nd) * order : (3 + nd) * order],
             p[-1],
         )
 
-    def sim(p, n):
-        aa, bb, ee, off = unpack(p)
+    def sim(p, n, init):
+        aa, bb, ee, zi, off = unpack(p)
         ys = _sim_arx(aa, bb, dly, du[:n]) + off
         if nd:
             # the disturbance enters the plant's states one sample later (strictly proper)
             ys = ys + _sim_arx(aa, ee, 0, ddev[:n])
+        if init:
+            ys = ys + _free_response(aa, zi, n)
         return ys
 
-    def resid(p):
-        return sim(p, split) - yd[:split]
-
-    p0 = np.concatenate([a, b, e, [0.0]])
+    p0 = np.concatenate([a, b, e, np.zeros(order), [0.0]])
     # start the output-error fit from a stable ARX (a noisy ARX can come out unstable)
     if np.max(np.abs(np.roots(np.concatenate([[1.0], -a])))) >= 1.0:
         p0[:order] = [0.9] + [0.0] * (order - 1)
-    sol = least_squares(resid, p0, max_nfev=400 * (1 + nd))
-    a, b, e, off = unpack(sol.x)
-    poles = np.roots(np.concatenate([[1.0], -a]))
-    radius = float(np.max(np.abs(poles)))
+    # First with the plant's own states at the start estimated: a test rarely starts at rest
+    # (the pack still cooling down, the chip still settling), and without them the
+    # output-error fit bends the poles to explain that free response (the battery's model
+    # came out unstable). A pole slower than the whole record cannot be told from such a
+    # free response, though: the fit may trade a near-integrator's huge gain against its
+    # initial state. Then the fit is made again from rest, as a model without initial state.
+    span_s = float(tg[split - 1] - tg[0])
+    for init in (True, False):
+        sol = least_squares(
+            lambda p, init=init: sim(p, split, init) - yd[:split], p0, max_nfev=400 * (1 + nd)
+        )
+        a, b, e, zi, off = unpack(sol.x)
+        if not init:
+            zi = np.zeros(order)
+        poles = np.roots(np.concatenate([[1.0], -a]))
+        radius = float(np.max(np.abs(poles)))
+        slowest_s = -ts_s / math.log(radius) if 0.0 < radius < 1.0 else math.inf
+        if slowest_s <= span_s:
+            break
     if radius >= 1.0:
         raise TuneError(
             "fit",
@@ -482,9 +505,13 @@ def identify(t, u, y, *, order=2, ts_s=None, tick_s=None, u0=None, y0=None, sign
         # when there is no dead time
         E = np.zeros((A.shape[0], 1))
         E[dly:, 0] = e
-    ym = simulate_model(A, B, C, D, du, E=E, dd=ddev) + y0
+    x_init = np.zeros(A.shape[0])
+    x_init[dly:] = zi  # the observable form's plant states are lfilter's initial conditions
+    ym = simulate_model(A, B, C, D, du, x0=x_init, E=E, dd=ddev) + y0
     fit = {
         "method": "arx-oe-ls" + (" with the measured disturbance" if nd else ""),
+        # the plant states at the first sample (zeros: fitted from rest, see above)
+        "initial_state": [float(v) for v in x_init],
         "order": order,
         "delay_samples": dly,
         "signal": signal,
