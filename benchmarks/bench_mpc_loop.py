@@ -3,7 +3,8 @@ comparison (docs/controllers.md): the MicroPython MPC and the C core (tpcore), e
 the loop as the board runs it (estimator, target, solve, output), with the ESP32 and RP2040
 estimates from the VM-to-board factors of docs/benchmarks.md.
 
-Each case designs a blob from an identified model (hil/models/*.json) with the given blocks
+Each case designs a blob from an identified model (benchmarks/models/*_arx.json, from
+benchmarks/mpc_models.py) with the given blocks
 and ADMM budget, runs 400 MPC steps of the mpc controller on the VM in closed loop with the
 model itself as the plant (plus measurement noise and disturbance steps, so the constraints
 and the warm start see what a run sees), collects garbage between ticks (the application
@@ -172,8 +173,8 @@ def run_case(name, model_path, native, blocks, fb_iter, steps=400):
 def main():
     rows = []
     models = {
-        "chip (nx=1, nd=1)": ROOT / "hil" / "models" / "chip_case.json",
-        "battery (nx=4, nd=1)": ROOT / "hil" / "models" / "battery_cool.json",
+        "chip (nx=1, nd=1)": ROOT / "benchmarks" / "models" / "chip_case_arx.json",
+        "battery (nx=4, nd=1)": ROOT / "benchmarks" / "models" / "battery_cool_arx.json",
     }
     for name, path in models.items():
         for native, blocks, it in ((False, 1, 10), (False, 3, 10), (False, 3, 30), (True, 1, 10)):

@@ -1,8 +1,8 @@
 """Identified models of the bundled plants for the PID-vs-MPC comparison (docs/controllers.md).
 
-A stand-in for ``thermopilot identify`` on the plant models themselves (kept because identify,
-with the disturbance as column E, gives poorer models on these two plants through the
-virtual board: docs/controllers.md, "PID vs MPC"): the scenario's plant is
+A reference for ``thermopilot identify``, fitted on the plant models themselves rather than
+through the board (the bundled models in hil/models/ are identify's; docs/controllers.md,
+"PID vs MPC", compares the MPC with both): the scenario's plant is
 driven at the board's tick by a pseudo-random binary sequence on the actuator around an
 operating point and random steps of the measured disturbance, the measurement is sampled
 with the scenario's sensor noise, and an ARX model (na output lags, nb input lags from a dead
@@ -11,7 +11,7 @@ two thirds; the delay and orders with the best free-run NRMSE on the last third 
 written in the model file format (docs/tuning.md) as a non-minimal state-space model whose
 state is the past outputs and inputs.
 
-Run: ``python benchmarks/mpc_models.py`` (writes hil/models/*.json, about a minute).
+Run: ``python benchmarks/mpc_models.py`` (writes benchmarks/models/*_arx.json, about a minute).
 """
 
 import datetime
@@ -23,7 +23,7 @@ import numpy as np
 from thermopilot.hil.plants import make_plant
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-OUT = ROOT / "hil" / "models"
+OUT = ROOT / "benchmarks" / "models"
 
 # name: plant, fixed inputs, actuator input, measured output, disturbance (plant input and
 # the output a board sensor reads it from), operating point, ranges, sample time, board, loop
@@ -204,7 +204,7 @@ def identify(name, c):
         "created": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     OUT.mkdir(exist_ok=True)
-    (OUT / (name + ".json")).write_text(json.dumps(model, indent=1) + "\n")
+    (OUT / (name + "_arx.json")).write_text(json.dumps(model, indent=1) + "\n")
     print(
         "%s: na=%d nb=%d nk=%d, NRMSE train %.3f validation %.3f"
         % (name, na, nb, nk, train, score)

@@ -4,7 +4,7 @@ Each controller runs on a fresh virtual board whose definition is the scenario's
 every loop's controller switched to it (the loop keeps its sensors and actuator; roles a
 controller does not take are dropped, e.g. the mpc's measured-disturbance roles for the pid).
 The PID parameters are the same rows in both (the mpc loop falls back to them), so the
-scenario's [params] apply to both. The mpc run gets the MPC blob uploaded into slot 0 before
+scenario's [params] apply to both; its ``LOOP.mpc_*`` rows only to the mpc run. The mpc run gets the MPC blob uploaded into slot 0 before
 the run. Sensor noise uses the same seed.
 
 The table, per controller (plant truth throughout):
@@ -102,6 +102,14 @@ def metrics(result, sc):
     return out
 
 
+def _params_for(params, controller):
+    """The scenario's [params] for one variant: the mpc's own rows (``LOOP.mpc_*``) only
+    where the loop runs the mpc, as the board's defaults in :func:`board_variant`."""
+    if controller == "mpc":
+        return params
+    return {k: v for k, v in params.items() if not k.split(".", 1)[-1].startswith("mpc_")}
+
+
 def run(path, controllers, blob=None, out_dir="report", native=True, seed=1, log=print):
     """Run scenario ``path`` once per controller; write the table (compare.json,
     compare.md), the plot (compare.png) and each run's report under
@@ -121,7 +129,11 @@ def run(path, controllers, blob=None, out_dir="report", native=True, seed=1, log
         variant = board_variant(board, ctl)
         bpath = out / ("board_%s.json" % ctl)
         bpath.write_text(json.dumps(variant, indent=2))
-        sc = scenario.check(dict(raw, board=str(bpath)), str(path), base_dir=path.parent)
+        sc = scenario.check(
+            dict(raw, board=str(bpath), params=_params_for(raw.get("params", {}), ctl)),
+            str(path),
+            base_dir=path.parent,
+        )
         sc["board_def"] = variant
         log("%s: running with %s on a virtual board" % (base["name"], ctl))
         the_rig = rig.Rig(sc, seed=seed)

@@ -90,6 +90,18 @@ def cmd_mpc_design(args):
             "; checked against board %s" % board["name"] if board else "",
         )
     )
+    if info["nd"]:
+        # the plant low-passes a disturbance over its slowest mode, so holding the running
+        # mean over that time is the plant's own view of pulses (docs/controllers.md)
+        import numpy as np
+
+        radius = float(np.max(np.abs(np.linalg.eigvals(model["A"]))))
+        tau_s = -model["ts_s"] / np.log(radius) if 0.0 < radius < 1.0 else 0.0
+        print(
+            "measured disturbances: the model's slowest time constant is %.0f s; for pulsing "
+            "ones (a drive cycle's current) set the loop's mpc_dtau_s to it: "
+            "thermopilot param set %s.mpc_dtau_s %.0f --port PORT" % (tau_s, model["loop"], tau_s)
+        )
     print("next: thermopilot upload %s --slot 0 --port PORT" % out)
     return 0
 

@@ -81,6 +81,7 @@ for case in cases:
     u_hi = -1e9
     bump = 0.0
     last_u = out[0]
+    tv = 0.0  # total variation of the output
     uploads = case.get("uploads", [])
     for k in range(n):
         t = k * dt
@@ -93,6 +94,9 @@ for case in cases:
         sp = at(case["sp"], t)
         p.values[p.index[lp["name"] + ".sp"]] = sp
         dist = at(case["dist"], t)
+        per = case.get("pulse")  # [period_s, on_s, high, low]: a pulsing disturbance
+        if per:
+            dist = per[2] if (t % per[0]) < per[1] else per[3]
         seed = (seed * 1103515245 + 12345) & 0x7FFFFFFF
         x[0] = T + pl["noise"] * ((seed / 2147483648.0) - 0.5) * 2.0
         ok = 1
@@ -131,6 +135,8 @@ for case in cases:
             events.append([sup.ev_code[i], sup.ev_value[i], t])
             if k > 0 and abs(u - last_u) > bump:
                 bump = abs(u - last_u)  # the output's jump on the tick the PID took over
+        if t >= case.get("judge_from", 0.0):
+            tv += abs(u - last_u)
         last_u = u
         if t >= case.get("judge_from", 0.0):
             iae += abs(T - sp) * dt
@@ -149,7 +155,8 @@ for case in cases:
         "solve_max": s_max, "solve_mean": s_sum / s_n if s_n else 0.0,
         "u_min": u_lo, "u_max": u_hi,
         "native": core.NATIVE, "kind": type(getattr(c, "ctl", None)).__name__,
-        "why": getattr(c, "why", -1), "bump": bump,
+        "why": getattr(c, "why", -1), "bump": bump, "tv": tv,
+        "dv": list(getattr(c, "dv", [])), "df": list(getattr(c, "df", [])),
     })
 print(json.dumps(results))
 """
@@ -426,6 +433,46 @@ def test_measured_disturbance_feed_forward_cuts_the_deviation(tmp_path):
     assert rs[0]["mpc_ticks"] == rs[0]["ticks"] and rs[1]["mpc_ticks"] == rs[1]["ticks"]
     assert rs[0]["worst"] < 0.7 * rs[1]["worst"]
     assert rs[0]["iae"] < 0.7 * rs[1]["iae"]
+
+
+def test_a_pulsing_disturbance_enters_as_its_mean_and_mpc_dtau_s_smooths_the_pump(tmp_path):
+    """A load pulsing faster than the model samples (1 s on, 1 s off, period one model
+    sample): the board takes each interval's mean (150 A), as identify fits it, not the sample
+    at its start (always the 300 A phase). Then 10 s pulses the plant's 40 s lag averages:
+    with mpc_dtau_s at the model's time constant the pump follows their mean instead of each
+    pulse (less output travel), and the setpoint is held at least as well."""
+    board = _board(with_d=True)
+    blob = _blob(tmp_path, _model(with_e=True), board=board)
+    common = {"sp": [[0.0, 304.0]], "judge_from": 100.0, "duration_s": 400.0}
+    fast = {"pulse": [2.0, 1.0, 300.0, 0.0]}
+    slow = {"pulse": [20.0, 10.0, 300.0, 0.0]}
+    rs = _run(
+        tmp_path,
+        [
+            _case(tmp_path, "fast", {0: blob}, board=board, **common, **fast),
+            _case(tmp_path, "slow", {0: blob}, board=board, **common, **slow),
+            _case(
+                tmp_path,
+                "slow_dtau",
+                {0: blob},
+                board=board,
+                params={"cool.mpc_dtau_s": PLANT["tau_s"]},
+                **common,
+                **slow,
+            ),
+        ],
+    )
+    fast_r, slow_r, smooth = rs
+    print(
+        "10 s pulses: output travel %.2f vs %.2f, IAE %.1f vs %.1f K*s (mpc_dtau_s 40 s vs 0)"
+        % (smooth["tv"], slow_r["tv"], smooth["iae"], slow_r["iae"])
+    )
+    assert all(r["mpc_ticks"] == r["ticks"] for r in rs)
+    assert fast_r["dv"][0] == pytest.approx(150.0, abs=1.0)
+    # the held value is the running mean, the estimate's value the last interval's mean
+    assert smooth["df"][0] == pytest.approx(150.0, abs=40.0)
+    assert smooth["tv"] < 0.5 * slow_r["tv"]
+    assert smooth["iae"] <= 1.1 * slow_r["iae"]
 
 
 def test_with_no_room_for_the_c_cores_workspace_the_micropython_mpc_runs(tmp_path):

@@ -124,6 +124,7 @@ class MpcLoop(PidLoop):
             ("mpc_bud_s", "s", "time", F32, 1e-5, 10.0, d.get("mpc_bud_s", 0.5 * period_s))
         )
         rows.append(("mpc_tau_s", "s", "time", F32, 0.0, 3600.0, d.get("mpc_tau_s", 0.0)))
+        rows.append(("mpc_dtau_s", "s", "time", F32, 0.0, 3600.0, d.get("mpc_dtau_s", 0.0)))
         return rows
 
     def __init__(self, idx, cfg, board, params):
@@ -132,6 +133,7 @@ class MpcLoop(PidLoop):
         self.i_slot = self.pi("mpc_slot")
         self.i_bud = self.pi("mpc_bud_s")
         self.i_tau = self.pi("mpc_tau_s")
+        self.i_dtau = self.pi("mpc_dtau_s")
         # disturbance channels in role order; they must be wired d0, d1, ... without gaps
         dch = []
         for r in _D_ROLES:
@@ -284,7 +286,10 @@ class MpcLoop(PidLoop):
         self.xr = array("f", bytes(4 * nx))
         self.ur = array("f", bytes(4))
         self.up = array("f", bytes(4))
-        self.dv = array("f", bytes(4 * nd))
+        self.dv = array("f", bytes(4 * nd))  # each over the last model interval
+        self.df = array("f", bytes(4 * nd))  # as the prediction holds them
+        self.dsum = array("f", bytes(4 * nd))
+        self.dcnt = array("f", bytes(4 * nd))
         self.bias = 0.0
         return True
 
@@ -326,6 +331,16 @@ class MpcLoop(PidLoop):
         if ctl is None:
             super().step(x, ok, dt_s, out, sup, t_ms)
             return
+        # the disturbances summed every tick: the model (and identify, which fitted it) takes
+        # each as its mean over the model interval, not as the sample at its start (a pack
+        # current pulses faster than the model samples)
+        nd = self.nd
+        dsum, dcnt = self.dsum, self.dcnt
+        for j in range(nd):
+            ch = self.dch[j]
+            if ok & (1 << ch):  # an untrusted disturbance is left out of the mean
+                dsum[j] += x[ch]
+                dcnt[j] += 1.0
         if not ok & (1 << self.pv):
             out[self.main] = self.output  # the sensor is not trusted: hold, as the PID does
             self.fresh = True
@@ -338,12 +353,24 @@ class MpcLoop(PidLoop):
         self.count = self.every - 1
         dt_s *= self.every
         nx = ctl.nx
-        nd = self.nd
-        xh, xn, dv = self.xh, self.xn, self.dv
+        xh, xn, dv, df = self.xh, self.xn, self.dv, self.df
         for j in range(nd):
             ch = self.dch[j]
-            if ok & (1 << ch):
-                dv[j] = x[ch]  # an untrusted disturbance holds its last good value
+            if self.fresh and ok & (1 << ch):
+                dv[j] = x[ch]  # a fresh start (or restart) takes the disturbances as they are
+            elif dcnt[j] > 0.0:
+                dv[j] = dsum[j] / dcnt[j]
+            # else: no trusted sample in the interval: the last mean holds
+            dsum[j] = 0.0
+            dcnt[j] = 0.0
+        dtau = self.v[self.i_dtau]
+        for j in range(nd):
+            # the prediction holds the disturbance over the horizon: mpc_dtau_s low-passes
+            # what it holds (a drive cycle's current pulses are not a new level)
+            if self.fresh or dtau <= dt_s:
+                df[j] = dv[j]
+            else:
+                df[j] += (dv[j] - df[j]) * dt_s / dtau
         u_prev = self.output
         lo = self.out_min if self.out_min > self.u_lo else self.u_lo
         hi = self.out_max if self.out_max < self.u_hi else self.u_hi
@@ -360,6 +387,21 @@ class MpcLoop(PidLoop):
                 for j in range(nd):
                     s += gd[i * nd + j] * dv[j]
                 xh[i] = s
+        else:
+            # the estimate: the model over the interval just ended, on the output applied in
+            # it and the disturbances' means over it
+            a, b, e = self.A, self.B, self.E
+            u_was = self.output
+            for i in range(nx):
+                s = b[i] * u_was
+                o = i * nx
+                for k in range(nx):
+                    s += a[o + k] * xh[k]
+                for j in range(nd):
+                    s += e[i * nd + j] * dv[j]
+                xn[i] = s
+            for i in range(nx):
+                xh[i] = xn[i]
         c0 = self.C0
         yh = 0.0
         for i in range(nx):
@@ -374,7 +416,7 @@ class MpcLoop(PidLoop):
         # the target: the steady state whose output, corrected by the bias, is the setpoint
         r = self.setpoint - self.bias
         for j in range(nd):
-            r -= self.gyd[j] * dv[j]
+            r -= self.gyd[j] * df[j]
         ur = r / self.gyu
         if ur < lo:
             ur = lo
@@ -384,12 +426,12 @@ class MpcLoop(PidLoop):
         for i in range(nx):
             s = gx[i] * ur
             for j in range(nd):
-                s += gd[i * nd + j] * dv[j]
+                s += gd[i * nd + j] * df[j]
             xr[i] = s
         self.ur[0] = ur
         self.up[0] = u_prev
         t0 = time.ticks_us()
-        st = ctl.solve(xh, self.up, dv, xr, self.ur)
+        st = ctl.solve(xh, self.up, df, xr, self.ur)
         us = time.ticks_diff(time.ticks_us(), t0)
         self.fields[2] = us * 1e-6
         self.fields[3] = ctl.iterations
@@ -413,18 +455,6 @@ class MpcLoop(PidLoop):
         self.p = ur
         self.i = self.bias
         self.d = 0.0
-        # the estimate for the next tick: the model on the applied input and disturbances
-        a, b, e = self.A, self.B, self.E
-        for i in range(nx):
-            s = b[i] * u
-            o = i * nx
-            for k in range(nx):
-                s += a[o + k] * xh[k]
-            for j in range(nd):
-                s += e[i * nd + j] * dv[j]
-            xn[i] = s
-        for i in range(nx):
-            xh[i] = xn[i]
         if us > self.budget_us:
             self.overruns += 1
             if self.overruns >= _OVERRUNS:
