@@ -17,7 +17,10 @@ from thermopilot.host.control import blob as blob_mod
 from thermopilot.host.control import design
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-CHIP_MODEL = ROOT / "hil" / "models" / "chip_case.json"
+# a one-state chip model (the ARX fit on the plant, benchmarks/mpc_models.py): the refusals
+# below edit its 1x1 matrices; the bundled models (identify's) are designed and run below too
+CHIP_MODEL = ROOT / "benchmarks" / "models" / "chip_case_arx.json"
+CHIP_IDENTIFIED = ROOT / "hil" / "models" / "chip_case.json"
 BAT_MODEL = ROOT / "hil" / "models" / "battery_cool.json"
 
 
@@ -46,8 +49,9 @@ def test_design_writes_the_blob_and_binding_the_board_reads(tmp_path):
     blob, ts_s = design.split_design(out.read_bytes())
     info = blob_mod.unpack(blob)
     model = design.load_model(CHIP_MODEL)
-    assert ts_s == model["ts_s"]
-    assert (info["nx"], info["nu"], info["nd"], info["ny"], info["n"]) == (1, 1, 1, 1, 15)
+    assert ts_s == pytest.approx(model["ts_s"], rel=1e-7)  # the binding holds it as float32
+    dims = (info["nx"], info["nu"], info["nd"], info["ny"], info["n"])
+    assert dims == (model["nx"], 1, 1, 1, 15)
     # the model as identified; row 0 of C is the loop's measurement; the weight on it
     assert np.allclose(info["A"], model["A"], rtol=1e-6)
     assert np.allclose(info["E"], model["E"], rtol=1e-6)
@@ -114,7 +118,7 @@ def _short(tmp_path, name, duration_s):
 
 def test_design_upload_and_an_mpc_controlled_run_on_the_virtual_board(tmp_path):
     blob = tmp_path / "chip.bin"
-    assert cli("mpc", "design", CHIP_MODEL, "-o", blob, "--r-du", 3).returncode == 0
+    assert cli("mpc", "design", CHIP_IDENTIFIED, "-o", blob, "--r-du", 3).returncode == 0
     sc = _short(tmp_path, "chip_gpu_mpc", 60)
     r = cli("hil", "run", sc, "--upload", "0=%s" % blob, "--report-dir", tmp_path / "rep")
     assert r.returncode == 0, r.stdout + r.stderr
@@ -135,6 +139,9 @@ def test_compare_runs_pid_and_mpc_on_the_same_plant(tmp_path):
     blob = tmp_path / "bat.bin"
     assert cli("mpc", "design", BAT_MODEL, "-o", blob).returncode == 0
     sc = _short(tmp_path, "battery_drive_mpc", 120)
+    # the scenario's [params] set cool.mpc_dtau_s, a row only the mpc loop has: the pid run
+    # must leave it out rather than refuse the scenario
+    assert '"cool.mpc_dtau_s"' in sc.read_text()
     r = cli("hil", "compare", sc, "--blob", blob, "--report-dir", tmp_path / "rep")
     assert r.returncode == 0, r.stdout + r.stderr
     out = tmp_path / "rep" / "battery_drive_mpc-compare"
