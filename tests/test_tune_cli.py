@@ -94,3 +94,30 @@ def test_tune_bad_values_named(env, args, words):
 def test_tune_needs_one_target(env):
     res = cli(env, "tune", "cool")
     assert res.returncode == 2 and "--port PORT" in res.stderr and "--scenario" in res.stderr
+
+
+def test_tune_the_chip_loop_with_a_relay_over_its_whole_output_range(env):
+    """The chip's case loop (pump 0.3..1.0, float32 limits on the board): an amplitude of
+    exactly half the range is taken, and only such a relay makes the two-phase cold plate's
+    case oscillate at 400 W (docs/controllers.md, "PID vs MPC"); Tyreus-Luyben gains."""
+    r = cli(
+        env,
+        "tune",
+        "case",
+        "--scenario",
+        "chip_gpu_mpc",
+        "--steady",
+        "--amplitude",
+        "35",
+        "--setpoint",
+        "42.6",
+        "--tolerance",
+        "0.25",
+        "--rule",
+        "tl",
+        "--json",
+    )
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["amplitude"] > 0 and out["cycles"] >= 4
+    assert 0.3 < out["kp"] < 0.6 and 0.005 < out["ki"] < 0.02
