@@ -4,8 +4,8 @@ Each controller runs on a fresh virtual board whose definition is the scenario's
 every loop's controller switched to it (the loop keeps its sensors and actuator; roles a
 controller does not take are dropped, e.g. the mpc's measured-disturbance roles for the pid).
 The PID parameters are the same rows in both (the mpc loop falls back to them), so the
-scenario's [params] apply to both; its ``LOOP.mpc_*`` rows only to the mpc run. The mpc run gets the MPC blob uploaded into slot 0 before
-the run. Sensor noise uses the same seed.
+scenario's [params] apply to both; its ``LOOP.mpc_*`` rows only to the mpc run. The mpc run
+gets the MPC blob uploaded into slot 0 before the run. Sensor noise uses the same seed.
 
 The table, per controller (plant truth throughout):
 
