@@ -92,6 +92,7 @@ typedef struct {
     tp_float plo[TP_MPC_N_MAX * TP_MPC_NR_MAX], phi[TP_MPC_N_MAX * TP_MPC_NR_MAX];
     tp_float ps[TP_MPC_N_MAX * TP_MPC_NY_MAX];
     tp_float m12[TP_MPC_N_MAX * TP_MPC_NY_MAX], m22[TP_MPC_N_MAX * TP_MPC_NY_MAX];
+    tp_float delta; /* regularisation of the rows' barrier weights this iteration */
     tp_float K[TP_MPC_N_MAX * TP_MPC_NU_MAX * TP_MPC_NXA_MAX];
     tp_float L[TP_MPC_N_MAX * TP_MPC_NU_MAX * TP_MPC_NU_MAX]; /* Cholesky of Quu, 1/diag */
     tp_float dx[(TP_MPC_N_MAX + 1) * TP_MPC_NXA_MAX];
