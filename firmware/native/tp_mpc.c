@@ -32,6 +32,11 @@
 #ifndef TP_NEAR
 #define TP_NEAR 100.0f /* run-away is judged once the best merit is this close to 1 */
 #endif
+#ifndef TP_DELTA
+/* primal-dual regularisation of the constraint rows, relative to row size / gradient size:
+ * a row's barrier weight l / t becomes l / (t + delta l), at most 1 / delta (see prepare) */
+#define TP_DELTA 1e-5f
+#endif
 #ifndef TP_LAM0
 #define TP_LAM0 0.1f /* first multipliers: this fraction of the cost gradient */
 #endif
@@ -641,12 +646,12 @@ static void row_rhs(tp_mpc_t *m, int corr, tp_float smu)
                 if (kind & ROW_LO) {
                     tp_float t = m->tlo[a], l = m->llo[a];
                     tp_float rl = -h - s + lo + t, rc = l * t + (corr ? m->plo[a] - smu : 0.0f);
-                    plo = l + (l * rl - rc) / t;
+                    plo = l + (l * rl - rc) / (t + l * m->delta);
                 }
                 if (kind & ROW_HI) {
                     tp_float t = m->thi[a], l = m->lhi[a];
                     tp_float rh = h - s - hi + t, rc = l * t + (corr ? m->phi[a] - smu : 0.0f);
-                    phi = l + (l * rh - rc) / t;
+                    phi = l + (l * rh - rc) / (t + l * m->delta);
                 }
                 gs -= plo + phi;
                 m->gs[o] = gs;
@@ -655,12 +660,12 @@ static void row_rhs(tp_mpc_t *m, int corr, tp_float smu)
                 if (kind & ROW_LO) {
                     tp_float t = m->tlo[a], l = m->llo[a];
                     tp_float rl = -h + lo + t, rc = l * t + (corr ? m->plo[a] - smu : 0.0f);
-                    plo = l + (l * rl - rc) / t;
+                    plo = l + (l * rl - rc) / (t + l * m->delta);
                 }
                 if (kind & ROW_HI) {
                     tp_float t = m->thi[a], l = m->lhi[a];
                     tp_float rh = h - hi + t, rc = l * t + (corr ? m->phi[a] - smu : 0.0f);
-                    phi = l + (l * rh - rc) / t;
+                    phi = l + (l * rh - rc) / (t + l * m->delta);
                 }
                 m->q[a] = phi - plo;
             }
@@ -730,7 +735,8 @@ static tp_float row_step(tp_mpc_t *m, int mode, tp_float alpha, int corr, tp_flo
                 tp_float rl = -h - ((kind & ROW_SOFT) ? m->s[o] : 0.0f) + lo + t;
                 tp_float rc = l * t + (corr ? m->plo[a] - smu : 0.0f), dt, dl;
                 dt = dh + ds - rl;
-                dl = (-rc - l * dt) / t;
+                dl = (-rc - l * dt) / (t + l * m->delta);
+                dt += m->delta * dl;
                 pair_step(mode, alpha, t, l, dt, dl, &m->plo[a], &m->tlo[a], &m->llo[a], &amax,
                           &gap, &cmin);
             }
@@ -739,7 +745,8 @@ static tp_float row_step(tp_mpc_t *m, int mode, tp_float alpha, int corr, tp_flo
                 tp_float rh = h - ((kind & ROW_SOFT) ? m->s[o] : 0.0f) - hi + t;
                 tp_float rc = l * t + (corr ? m->phi[a] - smu : 0.0f), dt, dl;
                 dt = -dh + ds - rh;
-                dl = (-rc - l * dt) / t;
+                dl = (-rc - l * dt) / (t + l * m->delta);
+                dt += m->delta * dl;
                 pair_step(mode, alpha, t, l, dt, dl, &m->phi[a], &m->thi[a], &m->lhi[a], &amax,
                           &gap, &cmin);
             }
@@ -775,7 +782,7 @@ static int32_t prepare(tp_mpc_t *m, tp_float *rp, tp_float *mu, tp_float *hmax, 
 {
     const int32_t nx = m->nx, nu = m->nu, ny = m->ny, nxa = m->nxa, n = m->n;
     const int32_t nr = 2 * nu + ny;
-    tp_float gap = 0.0f, cmax = 0.0f, rpm = 0.0f, hm = 1.0f, gm = 1.0f;
+    tp_float gap = 0.0f, cmax = 0.0f, rpm = 0.0f, hm = 1.0f, gm = 1.0f, dl_ = m->delta;
     int32_t count = 0, i, j, k, ia;
 
     row_values(m, m->x, m->v, m->hv);
@@ -825,7 +832,7 @@ static int32_t prepare(tp_mpc_t *m, tp_float *rp, tp_float *mu, tp_float *hmax, 
                 count++;
             }
             if (kind & ROW_LO) {
-                wl = m->llo[a] / m->tlo[a];
+                wl = m->llo[a] / (m->tlo[a] + m->llo[a] * dl_);
                 rpm = maxf(rpm, absf(-h - sv + lo + m->tlo[a]));
                 gap += m->llo[a] * m->tlo[a];
                 cmax = maxf(cmax, m->llo[a] * m->tlo[a]);
@@ -833,7 +840,7 @@ static int32_t prepare(tp_mpc_t *m, tp_float *rp, tp_float *mu, tp_float *hmax, 
                 count++;
             }
             if (kind & ROW_HI) {
-                wh = m->lhi[a] / m->thi[a];
+                wh = m->lhi[a] / (m->thi[a] + m->lhi[a] * dl_);
                 rpm = maxf(rpm, absf(h - sv - hi + m->thi[a]));
                 gap += m->lhi[a] * m->thi[a];
                 cmax = maxf(cmax, m->lhi[a] * m->thi[a]);
@@ -1155,9 +1162,11 @@ tp_mpc_status_t tp_mpc_solve(tp_mpc_t *m, const tp_float *x0, const tp_float *u_
         /* centred start: every product slack * multiplier at mu0, the mean slack times a
          * multiplier of the size of the cost gradient */
         tp_float rp, mu, hmax, gmax, comp;
+        m->delta = 0.0f;
         init_point(m, 1.0f);
         (void)prepare(m, &rp, &mu, &hmax, &gmax, &comp);
         init_point(m, TP_LAM0 * gmax * slack_mean(m));
+        m->delta = TP_DELTA * hmax / gmax;
     }
 
     m->iterations = 0;
@@ -1246,6 +1255,12 @@ tp_mpc_status_t tp_mpc_solve(tp_mpc_t *m, const tp_float *x0, const tp_float *u_
             }
         }
         TRACE("    sigma %.2e alpha %.2e mu_aff %.2e gap %.2e pmin %.2e\n", sigma, alpha, mu_aff, gap, pmin);
+        if (!TP_ISFINITE(gap) || !TP_ISFINITE(alpha)) {
+            /* a non-finite direction (a slack rounded to zero under a huge barrier weight):
+             * float32 has run out of precision; the finite best iterate is the plan */
+            TRACE("non-finite step\n");
+            break;
+        }
         row_step(m, 2, alpha, 1, smu, 0);
         for (i = 0; i < n * nu; i++) {
             m->v[i] += alpha * m->dv[i];
@@ -1253,6 +1268,9 @@ tp_mpc_status_t tp_mpc_solve(tp_mpc_t *m, const tp_float *x0, const tp_float *u_
         for (i = nxa; i < (n + 1) * nxa; i++) {
             m->x[i] += alpha * m->dx[i];
         }
+        /* the next iteration's regularisation (prepare, row_rhs and row_step of one
+         * iteration must use the same) */
+        m->delta = TP_DELTA * hmax / scale;
     }
     /* not converged: the best iterate is the plan, its first move clamped to the limits */
     m->warm = 1;
