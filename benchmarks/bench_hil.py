@@ -208,7 +208,7 @@ for m, mode in enumerate((1.0, 0.0)):
     a.idle_gc()
     peak, total, collections = a.heap_peak, a.heap_total, a.gc_idle - g0
     gc.collect()
-    print("MODE %d peak %d total %d collections %d" % (int(mode), peak, total, collections))
+    print("MODE %d peak %d total %d collections %d intick %d" % (int(mode), peak, total, collections, a.gc_in_tick))
     for i in range(0, N, 50):
         print("US", " ".join(str(x) for x in us[i : i + 50]))
 """
