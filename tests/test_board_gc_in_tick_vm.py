@@ -8,6 +8,12 @@ from test_batt_controller_vm import BASE
 from test_batt_controller_vm import raw as batt_raw
 from test_chip_controller_vm import raw as chip_raw
 
+from thermopilot.hil import boardio, resources
+
+#: a running R290 heat pump: suction 4.5 bar and 8 degC (about 9 K superheat), discharge 16
+#: bar, leaving water 35 degC, compressor 50 rev/s, discharge line 70 degC
+HP_RUNNING = [4.5e5, 281.15, 16e5, 308.15, 50.0, 343.15]
+
 COUNT_DRIVER = r"""
 hal = a.hal
 raw = json.load(open("payload.json"))
@@ -54,15 +60,17 @@ print(json.dumps({"without_collection": off, "forced": forced[0], "seen": seen,
         ("virtual", [0.45]),
         ("virtual_chip", "chip"),
         ("virtual_batt", "batt"),
+        ("virtual_hp", "hp"),
     ],
 )
-def test_collections_inside_the_tick_are_counted_one_each_and_no_others(
-    tmp_path, board, payload
-):
+def test_collections_inside_the_tick_are_counted_one_each_and_no_others(tmp_path, board, payload):
     if payload == "chip":
         payload = chip_raw(323.15, 700.0, flow=0.0105)
     elif payload == "batt":
         payload = batt_raw(BASE)
+    elif payload == "hp":
+        sensors = resources.load_board(board)["sensors"]
+        payload = [boardio.encode(sensors[i], v) for i, v in enumerate(HP_RUNNING)]
     # a heap that holds 600 ticks' garbage with the collector off
     got = run_driver(tmp_path, board, COUNT_DRIVER, payload, heap="16M")
     assert got["ticks"] >= 1350
