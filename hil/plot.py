@@ -227,20 +227,18 @@ def preload():
     import threading
 
     def _import():
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot  # noqa: F401
+        import matplotlib.backends.backend_agg  # noqa: F401
+        import matplotlib.figure  # noqa: F401
 
     threading.Thread(target=_import, daemon=True).start()
 
 
 def plot(result, path):
     """Write the run plot of ``result`` (a rig.RigResult with verdicts) to ``path``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # a Figure on an Agg canvas, without pyplot: no figure manager, no backend switch, and
+    # nothing left open in a global registry
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     rows = _Columns(result.rows)
     ctx = rows.ctx
@@ -261,12 +259,9 @@ def plot(result, path):
         [3] + [1.6] * len(extra_panels) + [1.8 if n_act == 1 else 1.2] * n_act
         + [1.1] * len(disturbances) + [0.9]
     )  # fmt: skip
-    fig, axes = plt.subplots(
-        n_panels,
-        1,
-        figsize=(11, 1.5 + 1.45 * sum(ratios)),
-        gridspec_kw={"height_ratios": ratios},
-    )
+    fig = Figure(figsize=(11, 1.5 + 1.45 * sum(ratios)))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(n_panels, 1, gridspec_kw={"height_ratios": ratios})
     axes = list(np.atleast_1d(axes))
     ax_main = axes[0]
     ax_extra = axes[1 : 1 + len(extra_panels)]
@@ -510,7 +505,6 @@ def plot(result, path):
         left=0.08, right=0.76, bottom=0.45 / inch, top=1.0 - 0.5 / inch, hspace=0.12
     )
     fig.savefig(path, dpi=100, pil_kwargs={"compress_level": 1})
-    plt.close(fig)
     return path
 
 
