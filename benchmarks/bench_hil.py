@@ -347,6 +347,37 @@ def tick_jitter(board="virtual", heap="160K", ticks=6000):
     return out
 
 
+def print_jitter():
+    """The tick jitter table (docs/benchmarks.md, "Firmware tick"), with the load average."""
+    load = os.getloadavg()[0]
+    print("## Tick jitter on the VM (10 simulated minutes in lockstep, 160K heap, virtual "
+          "board, deployed files), load average %.1f\n" % load)  # fmt: skip
+    jit = tick_jitter()
+    print("| garbage collection | ticks | p50 (us) | p99 (us) | p99.9 (us) | max (us) | ticks > "
+          "100 us | ticks > 300 us | collections between ticks | ticks with a collection "
+          "inside | heap highest use (B) |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for mode, label in ((1, "between ticks (sys.gc_idle = 1)"), (0, "when needed (gc_idle = 0)")):
+        j = jit[mode]
+        print(
+            "| %s | %d | %d | %d | %d | %d | %d | %d | %d | %d | %d of %d |"
+            % (
+                label,
+                j["ticks"],
+                j["p50"],
+                j["p99"],
+                j["p999"],
+                j["max"],
+                j["over100"],
+                j["over300"],
+                j["collections"],
+                j["intick"],
+                j["peak"],
+                j["total"],
+            )
+        )
+
+
 def fmt_table(results, versions):
     lines = [
         "| plant | simulated | version | wall (s) | x real time | CPU, all processes (s) | "
@@ -445,32 +476,7 @@ def main():
     for what, label, best in cli_latency(versions, tmp.name):
         print("| %s | %s | %.3f |" % (what, label, best))
     print()
-    print("## Tick jitter on the VM (10 simulated minutes in lockstep, 160K heap, virtual "
-          "board, deployed files)\n")  # fmt: skip
-    jit = tick_jitter()
-    print("| garbage collection | ticks | p50 (us) | p99 (us) | p99.9 (us) | max (us) | ticks > "
-          "100 us | ticks > 300 us | collections between ticks | ticks with a collection "
-          "inside | heap highest use (B) |")  # fmt: skip
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for mode, label in ((1, "between ticks (sys.gc_idle = 1)"), (0, "when needed (gc_idle = 0)")):
-        j = jit[mode]
-        print(
-            "| %s | %d | %d | %d | %d | %d | %d | %d | %d | %d | %d of %d |"
-            % (
-                label,
-                j["ticks"],
-                j["p50"],
-                j["p99"],
-                j["p999"],
-                j["max"],
-                j["over100"],
-                j["over300"],
-                j["collections"],
-                j["intick"],
-                j["peak"],
-                j["total"],
-            )
-        )
+    print_jitter()
     tmp.cleanup()
 
 
