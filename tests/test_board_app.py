@@ -426,8 +426,9 @@ def test_fault_commands_list_and_reset_from_the_cli(board, session):
 def test_garbage_is_collected_between_ticks_and_the_heap_low_point_is_reported(session):
     """With sys.gc_idle (the default) the board collects garbage between ticks; with it off
     only when MicroPython must, which it does inside ticks (counted). BOARD_STATS reports the
-    heap's low point (not the free heap after a collection) and the tick durations; the jitter each policy gives is measured by
-    `make bench-firmware`, not judged here (timing on a shared machine)."""
+    heap's low point (not the free heap after a collection) and the tick durations; the
+    jitter each policy gives is measured by `make bench-firmware`, not judged here (timing on
+    a shared machine)."""
     stats = {}
     for mode in (1.0, 0.0):
         session.param_set("sys.gc_idle", mode)
