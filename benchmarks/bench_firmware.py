@@ -11,7 +11,8 @@ does) and calls ``tick()`` many times, reporting microseconds and bytes allocate
 It also reports the lockstep HIL rate seen from the host over the pty (HIL_SENSORS /
 HIL_ACTUATORS round trips per second with the C core). That rate is the board side and the
 link only: no plant, no sensor models, no telemetry rows, no rig bookkeeping; a whole
-``thermopilot hil run`` is slower (docs/benchmarks.md, HIL section).
+``thermopilot hil run`` is slower (docs/benchmarks.md, HIL section). Last, the tick jitter of
+ten simulated minutes in lockstep with each garbage collection policy (bench_hil.print_jitter).
 
 Run: .venv/bin/python benchmarks/bench_firmware.py   (make bench-firmware)
 """
@@ -25,6 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_hil  # noqa: E402 - the tick jitter in lockstep
 import bench_natmod as bn  # noqa: E402 - the board file system and the raw NTC signal
 
 MICROPYTHON = bn.MICROPYTHON
@@ -136,6 +138,8 @@ def main():
     print("| HIL_SENSORS → HIL_ACTUATORS round trips per second (host ↔ pty ↔ VM) | %.0f |" % rate)
     print("| simulated time per wall second at %g Hz ticks (board and link only) | %.0f× |"
           % (tick_hz, rate / tick_hz))  # fmt: skip
+    print()
+    bench_hil.print_jitter()
 
 
 if __name__ == "__main__":

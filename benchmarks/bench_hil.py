@@ -9,9 +9,11 @@ machine load. Reported per run: wall time, x real time, CPU of the whole process
 step, peak RSS (the largest process of the tree: the host), and for this tree the
 breakdown the run writes into summary.json (board start, steps, host and VM CPU per step,
 report). Then ``thermopilot --help`` and an argument error (best of 10), and the board's tick
-jitter and heap high-water with garbage collected between ticks and inside them.
+jitter over ten simulated minutes in lockstep (frames through the board's link and HIL handler
+on the VM) with garbage collected between ticks and when MicroPython must, with the heap
+high-water and the collections between ticks and inside them.
 
-Run: .venv/bin/python benchmarks/bench_hil.py [--baseline REF] [--duration 3600]
+Run: .venv/bin/python benchmarks/bench_hil.py [--baseline REF] [--duration 3600] [--no-short]
 """
 
 import argparse
@@ -103,10 +105,10 @@ def run_process(cmd, env, cwd):
     return proc.returncode, wall, ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024.0, out
 
 
-def hil_runs(versions, duration_s, tmp, repeats):
+def hil_runs(versions, duration_s, tmp, repeats, short=True):
     results = []
     for name in SCENARIOS:
-        for dur in (600, duration_s):
+        for dur in (600, duration_s) if short else (duration_s,):
             path, sc_name = scenario_copy(name, dur, tmp)
             for rep in range(repeats):
                 for label, pkg in versions:
@@ -184,40 +186,116 @@ class Sink:
 
 a = app.App(b, None, Sink())
 print("C core", app.core.NATIVE)
-a.hal.valid = 1
-a.hal.raw[0] = 0.45
-N = 3000  # durations kept in 6 KB of the heap
-for m, mode in enumerate((1.0, 0.0)):
+link = a.link
+hist = array("H", bytes(2 * 2048))  # tick durations, 1 us buckets; the last: 2047 us and more
+buf = bytearray(256)
+tick = a.tick
+worst = [0]
+
+
+def timed_tick(t_ms):
+    t0 = time.ticks_us()
+    tick(t_ms)
+    us = time.ticks_diff(time.ticks_us(), t0)
+    hist[us if us < 2047 else 2047] += 1
+    if us > worst[0]:
+        worst[0] = us
+
+
+def replay(path, record):
+    # what App.run does in lockstep: read what the host sent, take each frame through the
+    # link (COBS, CRC, session), answer it (HIL_SENSORS: the due tick, telemetry, answer,
+    # the heap look), then stream and look at the heap once per pass
+    a.tick = timed_tick if record else tick
+    with open(path, "rb") as f:
+        while True:
+            n = f.readinto(buf)
+            if not n:
+                break
+            a.batching = True
+            i = 0
+            while i < n:
+                size = link.feed(buf, i, n)
+                i = link.next_i
+                if size >= 0:
+                    a.dispatch(size)
+                    a.batching = False
+                    a.flush()
+                    a.stream()
+                    a.idle_gc()
+                    a.batching = True
+            a.batching = False
+            a.flush()
+    a.tick = tick
+
+
+for mode in (1.0, 0.0):
     a.params.values[a.i_gc] = mode
     a.gc_setup()
-    a.hil_start()
-    g0 = a.gc_idle
-    us = array("H", bytes(2 * N))
-    base = m * (N + 100)
-    a.next_tick_ms = base * 100
-    for k in range(100):
-        a.run_due((base + k) * 100)
-        a.idle_gc()
+    replay("warm.bin", False)  # a minute: first-call allocations done
     a.heap_watch_reset()
-    for k in range(N):
-        t0 = time.ticks_us()
-        a.run_due((base + 100 + k) * 100)
-        us[k] = min(65535, time.ticks_diff(time.ticks_us(), t0))
-        a.stream()
-        a.idle_gc()
+    for k in range(2048):
+        hist[k] = 0
+    worst[0] = 0
+    g0, t0 = a.gc_idle, a.gc_in_tick
+    replay("run.bin", True)
     a.idle_gc()
-    peak, total, collections = a.heap_peak, a.heap_total, a.gc_idle - g0
+    print("MODE %d peak %d total %d collections %d intick %d ticks %d max %d" % (
+        int(mode), a.heap_peak, a.heap_total, a.gc_idle - g0, a.gc_in_tick - t0,
+        sum(hist), worst[0]))
+    a.hil_stop(False)
     gc.collect()
-    print("MODE %d peak %d total %d collections %d" % (int(mode), peak, total, collections))
-    for i in range(0, N, 50):
-        print("US", " ".join(str(x) for x in us[i : i + 50]))
+    for i in range(0, 2048, 128):
+        print("H", " ".join(str(x) for x in hist[i : i + 128]))
 """
 
 
-def tick_jitter(board="virtual", heap="160K"):
-    """Tick durations on the VM (the application's tick, telemetry and the collector policy,
-    no link), with the files a deploy copies (.mpy, C core): p50/p99/p99.9/max with
-    collection between ticks (1) and inside them (0)."""
+def hil_frames(board, t0_ms, n, session=1):
+    """COBS frames a host sends in a lockstep run of ``n`` ticks from board time t0_ms: HELLO,
+    then one HIL_SENSORS per 0.1 s tick. The first sensor reads 30 degC plus a triangle of
+    +-1 K (period 60 s), the others a fixed mid-range value, so the controller works."""
+    from thermopilot.hil import boardio
+    from thermopilot.protocol import schema
+    from thermopilot.protocol.framing import pack
+
+    sensors = board["sensors"]
+    out = [b"\x00" + pack("HELLO", 0, session=session, proto_version=schema.PROTOCOL_VERSION)]
+    for k in range(n):
+        t_ms = t0_ms + 100 * k
+        phase = (t_ms % 60000) / 60000.0
+        tri = 4 * phase - 1 if phase < 0.5 else 3 - 4 * phase
+        raw = [boardio.encode(sensors[0], 303.15 + tri)] + [0.5] * (len(sensors) - 1)
+        raw += [0.0] * (16 - len(raw))
+        out.append(
+            pack(
+                "HIL_SENSORS",
+                (k + 1) & 0xFF,
+                session=session,
+                t_ms=t_ms,
+                valid=(1 << len(sensors)) - 1,
+                values=raw,
+            )
+        )
+    return b"".join(out)
+
+
+def percentile(hist, q):
+    """The q-quantile (0..1) of the durations counted in ``hist`` (1 us buckets)."""
+    n = sum(hist)
+    want = q * n
+    seen = 0
+    for us, c in enumerate(hist):
+        seen += c
+        if seen >= want:
+            return us
+    return len(hist) - 1
+
+
+def tick_jitter(board="virtual", heap="160K", ticks=6000):
+    """Tick durations on the VM in a lockstep run of ``ticks`` 0.1 s ticks (6000: ten
+    simulated minutes) through the board's HIL request handler and link, with the files a
+    deploy copies (.mpy, C core): p50/p99/p99.9/max, collections between ticks and ticks
+    inside which one ran, with collection between ticks (1) and when MicroPython must (0)."""
     import shutil
 
     from thermopilot.hil import resources, vboard
@@ -230,6 +308,9 @@ def tick_jitter(board="virtual", heap="160K"):
         module = pathlib.Path(tmp) / resources.NATIVE_REMOTE
         if module.exists():
             (module.parent / "tpcore.sha256").write_text(resources.native_stamp(module))
+        b = resources.load_board(board)
+        (pathlib.Path(tmp) / "warm.bin").write_bytes(hil_frames(b, 0, 600, session=1))
+        (pathlib.Path(tmp) / "run.bin").write_bytes(hil_frames(b, 60000, ticks, session=2))
         path = pathlib.Path(tmp) / "jitter.py"
         path.write_text(JITTER)
         mp = pathlib.Path(PY).parent / "micropython"
@@ -238,34 +319,68 @@ def tick_jitter(board="virtual", heap="160K"):
             capture_output=True,
             text=True,
             cwd=tmp,
-            timeout=300,
+            timeout=600,
         )
     out = {}
-    us = None
+    hist = None
     for line in res.stdout.splitlines():
         if line.startswith("MODE"):
             f = line.split()
             vals = dict(zip(f[2::2], (int(x) for x in f[3::2]), strict=True))
             out[int(f[1])] = vals
-            us = vals["us"] = []
-        elif line.startswith("US") and us is not None:
-            us += [int(x) for x in line.split()[1:]]
+            hist = vals["hist"] = []
+        elif line.startswith("H ") and hist is not None:
+            hist += [int(x) for x in line.split()[1:]]
     for vals in out.values():
-        s = sorted(vals.pop("us"))
-        n = len(s)
-        if not n:
+        h = vals.pop("hist")
+        if len(h) != 2048 or not sum(h):
             continue
         vals.update(
-            p50=s[n // 2],
-            p99=s[n * 99 // 100],
-            p999=s[n * 999 // 1000],
-            max=s[-1],
-            over100=sum(1 for x in s if x > 100),
-            over300=sum(1 for x in s if x > 300),
+            p50=percentile(h, 0.5),
+            p99=percentile(h, 0.99),
+            p999=percentile(h, 0.999),
+            over100=sum(h[101:]),
+            over300=sum(h[301:]),
         )
     if len(out) != 2 or any("p50" not in v for v in out.values()):
         raise SystemExit("tick jitter run failed: " + res.stdout + res.stderr)
     return out
+
+
+def _us(x):
+    """A percentile from the 1 us histogram: its last bucket holds 2047 us and more."""
+    return "≥ 2047" if x >= 2047 else str(x)
+
+
+def print_jitter():
+    """The tick jitter table (docs/benchmarks.md, "Firmware tick"), with the load average."""
+    load = os.getloadavg()[0]
+    print("## Tick jitter on the VM (10 simulated minutes in lockstep, 160K heap, virtual "
+          "board, deployed files), load average %.1f\n" % load)  # fmt: skip
+    jit = tick_jitter()
+    print("| garbage collection | ticks | p50 (us) | p99 (us) | p99.9 (us) | max (us) | ticks > "
+          "100 us | ticks > 300 us | collections between ticks | ticks with a collection "
+          "inside | heap highest use (B) |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for mode, label in ((1, "between ticks (sys.gc_idle = 1)"), (0, "when needed (gc_idle = 0)")):
+        j = jit[mode]
+        print(
+            "| %s | %d | %s | %s | %s | %d | %d | %d | %d | %d | %d of %d |"
+            % (
+                label,
+                j["ticks"],
+                _us(j["p50"]),
+                _us(j["p99"]),
+                _us(j["p999"]),
+                j["max"],
+                j["over100"],
+                j["over300"],
+                j["collections"],
+                j["intick"],
+                j["peak"],
+                j["total"],
+            )
+        )
 
 
 def fmt_table(results, versions):
@@ -312,6 +427,9 @@ def main():
     ap.add_argument("--duration", type=float, default=3600.0, help="simulated s (3600)")
     ap.add_argument("--repeats", type=int, default=1, help="runs of each case per version")
     ap.add_argument("--skip-runs", action="store_true", help="only --help and jitter")
+    ap.add_argument(
+        "--no-short", action="store_true", help="only the --duration runs (no 600 s runs)"
+    )
     args = ap.parse_args()
     tmp = tempfile.TemporaryDirectory(prefix="thermopilot-bench-hil-")
     versions = []
@@ -331,18 +449,20 @@ def main():
         )
     )
     if not args.skip_runs:
-        results = hil_runs(versions, int(args.duration), tmp.name, args.repeats)
+        results = hil_runs(
+            versions, int(args.duration), tmp.name, args.repeats, short=not args.no_short
+        )
         print(fmt_table(results, versions))
         print()
         print("Board heap during the runs (this tree; BOARD_STATS after the run):\n")
         print("| plant | simulated | heap total (B) | highest use (B) | lowest free (B) |"
-              " collections between ticks |")  # fmt: skip
-        print("|---|---:|---:|---:|---:|---:|")
+              " collections between ticks | ticks with a collection inside |")  # fmt: skip
+        print("|---|---:|---:|---:|---:|---:|---:|")
         for r in results:
             h = r["heap"]
             if h and r["version"] == "this tree":
                 print(
-                    "| %s | %d min | %d | %d | %d | %d |"
+                    "| %s | %d min | %d | %d | %d | %d | %d |"
                     % (
                         r["plant"],
                         r["duration_s"] // 60,
@@ -350,6 +470,7 @@ def main():
                         h["peak_used_b"],
                         h["min_free_b"],
                         h["gc_between_ticks"],
+                        h["gc_in_tick"],
                     )
                 )
         (pathlib.Path(tmp.name) / "results.json").write_text(json.dumps(results))
@@ -360,28 +481,7 @@ def main():
     for what, label, best in cli_latency(versions, tmp.name):
         print("| %s | %s | %.3f |" % (what, label, best))
     print()
-    print("## Tick jitter on the VM (3000 ticks, 160K heap, virtual board, deployed files)\n")
-    jit = tick_jitter()
-    print("| garbage collection | p50 (us) | p99 (us) | p99.9 (us) | max (us) | ticks > 100 us |"
-          " ticks > 300 us | collections between ticks | heap highest use (B) |")  # fmt: skip
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for mode, label in ((1, "between ticks (sys.gc_idle = 1)"), (0, "when needed (gc_idle = 0)")):
-        j = jit[mode]
-        print(
-            "| %s | %d | %d | %d | %d | %d | %d | %d | %d of %d |"
-            % (
-                label,
-                j["p50"],
-                j["p99"],
-                j["p999"],
-                j["max"],
-                j["over100"],
-                j["over300"],
-                j["collections"],
-                j["peak"],
-                j["total"],
-            )
-        )
+    print_jitter()
     tmp.cleanup()
 
 

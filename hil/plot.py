@@ -2,13 +2,16 @@
 
 Panels, top to bottom, all on one time axis:
 
-* the loops: each loop's setpoint and the plant truth the criteria judge (with what the board
-  sensed, grey), criterion bands and windows drawn on it;
+* the loops: each loop's setpoint and the signal the criteria judge: plant truth (solid) where
+  the scenario wires the loop's sensor, else the board's own measurement (dashed; an estimate
+  when the board derives it, e.g. a chip's junction from case temperature and power, with the
+  plant's truth beside it), what the board sensed in grey, criterion bands and windows;
 * plant truth for the other quantities the criteria judge or the plant is known for (junction
   and dry-out margin of a chip cooler, cell maximum and spread of a pack, liquid at the
   compressor), one panel per quantity, with their criterion limits;
-* actuators in the plant's own units (valve in steps, compressor in rev/s, duty 0..1): what the
-  plant received, and the board's command dashed where a fault made them differ;
+* actuators, one panel per unit (valve in steps, compressor in rev/s, duty 0..1, power cap in
+  W): what the plant received, the board's command dashed where a fault made them differ, and
+  board outputs no plant input receives (a battery's current-derate request) as requested;
 * disturbances: plant inputs that change during the run (pack current, GPU power, compressor
   speed, an overridden ambient), each on its own panel;
 * the board's latched faults and the list of criteria with PASS/FAIL.
@@ -182,13 +185,40 @@ def layout(result):
                      else "0..1")
         for a in sc["actuators"]
     }  # fmt: skip
+    # board outputs no plant input receives (a battery's current-derate request, read by the
+    # vehicle): drawn as the board's request in the actuator's own unit
+    wired = {a["channel"] for a in sc["actuators"]}
+    board_outputs = {}
+    for ch, act in enumerate(ctx.board.get("actuators", [])):
+        if ch not in wired and rows.has("out.%d" % ch):
+            unit = act.get("unit") or ("0..1" if act.get("quantity") == "fraction" else "-")
+            board_outputs[ch] = (act.get("name", "ch%d" % ch), unit)
+    # one panel per unit, so that a duty 0..1 is not drawn flat under a power in W
+    panels = {}
+    for a in sc["actuators"]:
+        panels.setdefault(units[a["input"]], []).append(("input", a["input"], a["channel"]))
+    for ch, (name, unit) in board_outputs.items():
+        panels.setdefault(unit, []).append(("out", name, ch))
     return {
         "loop_panel": loop_panel,
         "extra": extra,
         "extra_panels": extra_panels,
         "disturbances": disturbances,
         "actuator_units": units,
+        "board_outputs": board_outputs,
+        "actuator_panels": list(panels.items()),
     }
+
+
+def loop_label(ctx, loop, sig):
+    """The legend of a loop's judged signal: plant truth, or what the board computes (an
+    estimate when the loop has no sensor of its own, e.g. a chip's junction from its case
+    temperature and power)."""
+    if sig.startswith("plant."):
+        return "%s (plant truth)" % _name(sig)
+    if ctx.loop(loop)["sensors"].get("pv") is None:
+        return "%s measurement (estimated on the board)" % loop
+    return "%s measurement (on the board)" % loop
 
 
 def preload():
@@ -197,22 +227,20 @@ def preload():
     import threading
 
     def _import():
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot  # noqa: F401
+        import matplotlib.backends.backend_agg  # noqa: F401
+        import matplotlib.figure  # noqa: F401
 
     threading.Thread(target=_import, daemon=True).start()
 
 
 def plot(result, path):
     """Write the run plot of ``result`` (a rig.RigResult with verdicts) to ``path``."""
-    import matplotlib
+    # a Figure on an Agg canvas, without pyplot: no figure manager, no backend switch, and
+    # nothing left open in a global registry
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = result.rows
+    rows = _Columns(result.rows)
     ctx = rows.ctx
     sc = result.scenario
     t = rows.t
@@ -224,25 +252,34 @@ def plot(result, path):
     extra = lay["extra"]
     extra_panels = lay["extra_panels"]
     disturbances = lay["disturbances"]
-    n_panels = 1 + len(extra_panels) + 1 + len(disturbances) + 1
-    ratios = [3] + [1.6] * len(extra_panels) + [1.8] + [1.1] * len(disturbances) + [0.9]
-    fig, axes = plt.subplots(
-        n_panels,
-        1,
-        figsize=(11, 1.5 + 1.45 * sum(ratios)),
-        sharex=True,
-        gridspec_kw={"height_ratios": ratios},
-    )
+    act_panels = lay["actuator_panels"] or [("", [])]
+    n_act = len(act_panels)
+    n_panels = 1 + len(extra_panels) + n_act + len(disturbances) + 1
+    ratios = (
+        [3] + [1.6] * len(extra_panels) + [1.8 if n_act == 1 else 1.2] * n_act
+        + [1.1] * len(disturbances) + [0.9]
+    )  # fmt: skip
+    fig = Figure(figsize=(11, 1.5 + 1.45 * sum(ratios)))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(n_panels, 1, gridspec_kw={"height_ratios": ratios})
     axes = list(np.atleast_1d(axes))
     ax_main = axes[0]
     ax_extra = axes[1 : 1 + len(extra_panels)]
-    ax_act = axes[1 + len(extra_panels)]
-    ax_dist = axes[2 + len(extra_panels) : 2 + len(extra_panels) + len(disturbances)]
+    k_act = 1 + len(extra_panels)
+    ax_acts = axes[k_act : k_act + n_act]
+    ax_dist = axes[k_act + n_act : k_act + n_act + len(disturbances)]
     ax_faults = axes[-1]
     panel_of = {}
+    act_of = {}  # actuator channel -> its panel
+    for ax, (_unit, items) in zip(ax_acts, act_panels, strict=True):
+        for *_kind_name, ch in items:
+            act_of[ch] = ax
     for a in sc["actuators"]:
         # a criterion on out.<ch> is drawn on the actuator panel, in the plant input's unit
-        panel_of["out.%d" % a["channel"]] = (ax_act, -a["offset"] / a["scale"], a["scale"])
+        ax = act_of[a["channel"]]
+        panel_of["out.%d" % a["channel"]] = (ax, -a["offset"] / a["scale"], a["scale"])
+    for ch in lay["board_outputs"]:
+        panel_of["out.%d" % ch] = (act_of[ch], 0.0, 1.0)
 
     # -- loops ---------------------------------------------------------------------------
     main_unit = None
@@ -262,20 +299,22 @@ def plot(result, path):
                 lw=0.7,
                 label="sensed (what the board got, ch %d)" % pv,
             )
+        estimate = not sig.startswith("plant.")
         _line(
             ax_main,
             t,
             (rows[sig] - off) * sc_,
             color=color,
-            lw=1.5,
-            label="%s (plant)" % _name(sig),
+            lw=1.1 if estimate else 1.5,
+            ls="--" if estimate else "-",
+            label=loop_label(ctx, loop, sig),
         )
         panel_of[sig] = (ax_main, off, sc_)
         panel_of["loop.%s.setpoint" % loop] = (ax_main, off, sc_)
     for s in extra.get("__main__", []):
         q = signals.quantity_of(s, ctx)
         off, sc_, unit = unit_of(q)
-        _line(ax_main, t, (rows[s] - off) * sc_, lw=1.0, label=_name(s) + " (plant)")
+        _line(ax_main, t, (rows[s] - off) * sc_, lw=1.0, label=_name(s) + " (plant truth)")
         panel_of[s] = (ax_main, off, sc_)
     ax_main.set_ylabel(
         "%s [%s]" % (", ".join(n for n, _s, _q in loop_panel) or "loop", main_unit or "")
@@ -310,7 +349,7 @@ def plot(result, path):
         if v is None:
             continue
         color = "green" if v["passed"] else "red"
-        for band in c.bands(rows):
+        for band in c.bands(result.rows):
             sig, lo, hi, t0, t1 = band[:5]
             where = panel_of.get(sig)
             if where is None:
@@ -352,7 +391,7 @@ def plot(result, path):
                 first = False
 
     for c in crits:
-        for band in c.bands(rows):
+        for band in c.bands(result.rows):
             if panel_of.get(band[0], (None,))[0] is ax_main and len(band) == 5:
                 off, sc_ = panel_of[band[0]][1:]
                 span += [(lim - off) * sc_ for lim in band[1:3] if lim is not None]
@@ -362,24 +401,29 @@ def plot(result, path):
         ax_main.set_ylim(lo - pad, hi + pad)
 
     # -- actuators -----------------------------------------------------------------------
-    units = set()
-    for a in sc["actuators"]:
-        name = a["input"]
-        unit = ctx.input_unit(name)
-        units.add(unit if unit not in ("-", "") else "0..1")
-        act = ctx.board["actuators"][a["channel"]]
-        got = rows["input." + name]
-        cmd = rows["out.%d" % a["channel"]] * a["scale"] + a["offset"]
-        line = _line(
-            ax_act,
-            t,
-            got,
-            lw=1.3,
-            label="%s → %s (plant)" % (act.get("name", "ch%d" % a["channel"]), name),
-        )[0]
-        if np.nanmax(np.abs(got - cmd)) > 1e-6 * max(1.0, np.nanmax(np.abs(cmd))):
-            _line(ax_act, t, cmd, ls="--", lw=0.9, color=line.get_color(), label="board command")
-    ax_act.set_ylabel("actuators [%s]" % ", ".join(sorted(units)))
+    acts = {a["channel"]: a for a in sc["actuators"]}
+    for ax, (unit, items) in zip(ax_acts, act_panels, strict=True):
+        names = []
+        for kind, name, ch in items:
+            if kind == "out":  # a request no plant input receives: the board's output
+                _line(ax, t, rows["out.%d" % ch], lw=1.3, label="%s (board request)" % name)
+                names.append(name)
+                continue
+            a = acts[ch]
+            act = ctx.board["actuators"][ch]
+            got = rows["input." + name]
+            cmd = rows["out.%d" % ch] * a["scale"] + a["offset"]
+            line = _line(
+                ax,
+                t,
+                got,
+                lw=1.3,
+                label="%s → %s (plant)" % (act.get("name", "ch%d" % ch), name),
+            )[0]
+            if np.nanmax(np.abs(got - cmd)) > 1e-6 * max(1.0, np.nanmax(np.abs(cmd))):
+                _line(ax, t, cmd, ls="--", lw=0.9, color=line.get_color(), label="board command")
+            names.append(act.get("name", name))
+        ax.set_ylabel("%s [%s]" % (", ".join(names) if len(names) < 3 else "actuators", unit))
 
     # -- disturbances --------------------------------------------------------------------
     for ax, name in zip(ax_dist, disturbances, strict=True):
@@ -422,20 +466,38 @@ def plot(result, path):
         )
     ax_faults.set_xlabel("time [s]")
 
-    _shade_faults(axes, rows.injections, set())
+    _shade_faults(axes, result.rows.injections, set())
+    # Few ticks, and time ticks on the bottom panel only: every tick is a Line2D with a marker
+    # and a Text that matplotlib builds and draws one by one, the largest cost of the plot
+    # after the text. The panels above share the time range and get their vertical grid lines
+    # as one collection each.
+    from matplotlib.ticker import MaxNLocator, NullLocator
+
+    t_end = float(t[-1]) if len(t) else 0.0
+    if not result.interrupted:
+        t_end = max(t_end, float(sc["duration_s"]))
+    t_end = t_end if t_end > 0 else 1.0
+    x_ticks = MaxNLocator(nbins=8, steps=[1, 2, 3, 5, 6, 10]).tick_values(0.0, t_end)
+    x_ticks = x_ticks[(x_ticks >= 0) & (x_ticks <= t_end)]
+    for ax in axes:
+        ax.set_xlim(0.0, t_end)
+    ax_faults.set_xticks(x_ticks)
     for ax in axes[:-1]:
-        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(NullLocator())
+        ax.vlines(x_ticks, 0, 1, transform=ax.get_xaxis_transform(), colors="#b0b0b0",
+                  lw=0.8, alpha=0.3)  # fmt: skip
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=4))
+        ax.grid(alpha=0.3, axis="y")
         h, lab = ax.get_legend_handles_labels()
         if h:
             ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False)
+    ax_faults.grid(alpha=0.3, axis="x")
     verdict = "INTERRUPTED" if result.interrupted else ("PASS" if result.passed else "FAIL")
     n_fail = sum(not v["passed"] for v in result.verdicts)
     fig.suptitle(
         "%s — %s%s" % (sc["name"], verdict, " (%d criteria failed)" % n_fail if n_fail else ""),
         color="green" if verdict == "PASS" else "red",
     )
-    if len(t) and t[-1] > 0:
-        ax_faults.set_xlim(0, max(float(t[-1]), sc["duration_s"] if not result.interrupted else 0))
     # a fixed layout (legends right of the axes): tight_layout would draw the whole figure
     # once more to measure it, and fast PNG compression; each halves the time of a plot
     inch = fig.get_size_inches()[1]
@@ -443,8 +505,27 @@ def plot(result, path):
         left=0.08, right=0.76, bottom=0.45 / inch, top=1.0 - 0.5 / inch, hspace=0.12
     )
     fig.savefig(path, dpi=100, pil_kwargs={"compress_level": 1})
-    plt.close(fig)
     return path
+
+
+class _Columns:
+    """The run's rows with every column read once (a spilled column is read back from disk on
+    each ``rows[name]``)."""
+
+    def __init__(self, rows):
+        self._rows = rows
+        self._cache = {}
+        self.ctx = rows.ctx
+        self.t = self["t_s"]
+
+    def has(self, name):
+        return self._rows.has(name)
+
+    def __getitem__(self, name):
+        col = self._cache.get(name)
+        if col is None:
+            col = self._cache[name] = self._rows[name]
+        return col
 
 
 def _finite(x):

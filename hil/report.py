@@ -7,8 +7,8 @@ Criteria live in hil.criteria, the plot in hil.plot; this module only writes.
 * ``summary.json``: verdicts (passed, detail, value, unit), energy of every plant power output,
   the injected faults, the board's events, link counters, whether the run was interrupted,
   the board's heap and tick statistics after the run (``board_stats``, ``heap``: its total,
-  highest use and collections between ticks) and where the time went (``timing``: steps, host
-  and board CPU per step, report);
+  highest use, collections between ticks and ticks inside which one ran) and where the time
+  went (``timing``: steps, host and board CPU per step, report);
 * ``plot.png``: hil.plot (lines drawn decimated, every extreme kept).
 
 A rig run with ``rows_csv`` has written rows.csv while it ran; :func:`write_rows` then only
@@ -99,7 +99,8 @@ def summary(result):
 def heap_summary(board_stats):
     """The board's heap during the run from its BOARD_STATS: total, highest use (the
     high-water: total - lowest free, sampled where use peaks, just before each collection),
-    free now, collections between ticks; {} when the board did not say."""
+    free now, collections between ticks and ticks inside which one ran; {} when the board did
+    not say."""
     if not board_stats:
         return {}
     total = board_stats["heap_total"]
@@ -109,6 +110,7 @@ def heap_summary(board_stats):
         "min_free_b": board_stats["heap_min_free"],
         "free_now_b": board_stats["heap_free"],
         "gc_between_ticks": board_stats["gc_idle"],
+        "gc_in_tick": board_stats["gc_in_tick"],
         "tick_us_max": board_stats["tick_us_max"],
         "tick_us_mean": board_stats["tick_us_mean"],
     }

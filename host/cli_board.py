@@ -236,13 +236,14 @@ def cmd_info(args):
     if h:
         print(
             "heap          %d of %d bytes used at the highest since boot or the last HIL "
-            "start (%d free now), %d collections between ticks; longest tick %d us, mean "
-            "%.0f us"
+            "start (%d free now), %d collections between ticks, %d inside a tick; longest "
+            "tick %d us, mean %.0f us"
             % (
                 h["peak_used_b"],
                 h["total_b"],
                 h["free_now_b"],
                 h["gc_between_ticks"],
+                h["gc_in_tick"],
                 h["tick_us_max"],
                 h["tick_us_mean"],
             )

@@ -253,12 +253,13 @@ def _print_result(console, result, sc, target, wall, out_dir):
     if heap:
         console.print(
             "board heap: %d of %d bytes at the highest (%d free at the lowest), %d "
-            "collections between ticks; longest tick %d us (mean %.0f us)"
+            "collections between ticks, %d inside a tick; longest tick %d us (mean %.0f us)"
             % (
                 heap["peak_used_b"],
                 heap["total_b"],
                 heap["min_free_b"],
                 heap["gc_between_ticks"],
+                heap["gc_in_tick"],
                 heap["tick_us_max"],
                 heap["tick_us_mean"],
             )

@@ -24,7 +24,7 @@ from construct import (
     Struct,
 )
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 
 #: construct field type -> (struct format character(s), name used in the schema hash)
 _FORMATS = {
@@ -549,12 +549,14 @@ MESSAGES = [
         0x63,
         "BOARD_STATS",
         "board",
-        "Heap (now, lowest), collections between ticks, tick durations, slow and late ticks.",
+        "Heap (now, lowest), collections between ticks and inside them, tick durations, slow "
+        "and late ticks.",
         "req_seq" / Int8ul,
         "heap_free" / Int32ul,
         "heap_min_free" / Int32ul,
         "heap_total" / Int32ul,
         "gc_idle" / Int32ul,
+        "gc_in_tick" / Int32ul,
         "ticks_slow" / Int32ul,
         "ticks" / Int32ul,
         "tick_us_max" / Int32ul,

@@ -60,6 +60,8 @@ def test_deploy_on_a_bare_micropython_repl(tmp_path):
         assert_deployed(res, fs, vb.port)
         res = run_cli("info", "--port", vb.port)
         assert res.returncode == 0 and "c_core" in res.stdout
+        # the heap line: collections between ticks and inside them, beside the high-water
+        assert "collections between ticks," in res.stdout and "inside a tick" in res.stdout
     finally:
         vb.stop()
 

@@ -89,6 +89,9 @@ def test_params_are_restored_after_a_run_unless_kept(board, tmp_path):
         timeout=120,
     )
     assert res.returncode == 0, res.stdout + res.stderr
+    # the board's heap beside its collections, between ticks and inside them
+    out = " ".join(res.stdout.split())  # rich wraps long lines
+    assert "collections between ticks," in out and "inside a tick" in out
     with Session(board.ports[1]) as s:
         s.hello()
         assert s.param_get("cool.kp") == pytest.approx(0.5)

@@ -146,6 +146,7 @@ class App:
         self.handler_errors = 0
         # heap and tick statistics (BOARD_STATS)
         self.gc_idle = 0  # collections run between ticks
+        self.gc_in_tick = 0  # ticks inside which a collection ran (see _timed_tick)
         self.ticks_slow = 0  # ticks longer than 3x the mean: a collection inside, or a stall
         self.tick_us_max = 0
         self.tick_us_mean = 0.0
@@ -289,9 +290,22 @@ class App:
     def _timed_tick(self, t_ms):
         # the tick with its duration (the heap is watched by idle_gc: gc.mem_free() and
         # gc.mem_alloc() scan the whole heap's allocation table, tens of us each)
+        #
+        # A collection inside the tick is seen by where MicroPython puts a one-block object:
+        # py/gc.c allocates it at the lowest free block (its search start has no free block
+        # below it), so while the tick only allocates, a probe after the tick lands above the
+        # probe taken before it (that block is still taken: garbage is freed only by a
+        # collection). A collection frees the first probe and every dead block below it, so the
+        # second probe lands at or below the first. An explicit free (gc_free, a shrinking
+        # realloc) could do the same; the tick code does none (a test runs ticks with the
+        # collector off and sees no count). A collection that finds nothing dead below the
+        # first probe is missed. Cost: two small objects per tick, no heap scan.
+        probe = id(object())
         t0 = time.ticks_us()
         self.tick(t_ms)
         us = time.ticks_diff(time.ticks_us(), t0)
+        if id(object()) <= probe:
+            self.gc_in_tick += 1
         if us > self.tick_us_max:
             self.tick_us_max = us
         if self.ticks > 64 and us > 3 * self.tick_us_mean:
@@ -822,6 +836,7 @@ class App:
             self.heap_min_free,
             free + gc.mem_alloc(),
             self.gc_idle,
+            self.gc_in_tick,
             self.ticks_slow,
             self.ticks,
             self.tick_us_max,
