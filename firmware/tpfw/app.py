@@ -29,6 +29,7 @@ _MAX_UPLOAD = const(16384)  # bytes: an MPC blob of the largest dimensions fits
 _SLOTS = const(8)
 _RX_BUDGET = const(512)  # bytes read per pass of the main loop at most
 _FREED = const(2048)  # bytes use must fall between two looks to count as a collection
+_RESERVE = const(4096)  # smallest margin kept free beyond the next tick (gc_setup)
 _TX_BATCH = const(1024)  # bytes of answers and telemetry gathered into one console write
 _MAX_CATCHUP = const(10)  # ticks run late in real time before the schedule skips ahead
 _HALF = const(0x1FFFFFFF)
@@ -157,8 +158,8 @@ class App:
         self.gc_budget = 0
         self.gc_alloc0 = 0  # heap in use after the last collection
         self.gc_last = 0  # heap in use at the last look
-        self.gc_wait = 1  # idle_gc calls until the next look
-        self.gc_calls = 0  # idle_gc calls since the last look
+        self.gc_seen = -1  # self.ticks at the last look
+        self.gc_step = 0  # largest growth of the heap between two looks (decays)
         self.gc_threshold = -1
         self.gc_mode = True
         self.tlm_period_ms = 500
@@ -285,6 +286,11 @@ class App:
             self._timed_tick(self.next_tick_ms)
             self.next_tick_ms = (self.next_tick_ms + self.period_ms) & TIME_MASK
             n += 1
+            if _due(t_ms, self.next_tick_ms):
+                # another tick follows at once (a HIL frame carries several, or a catch-up):
+                # the collection budget is watched between them too, or the ticks' garbage
+                # crosses gc.threshold inside one
+                self.idle_gc()
         self.now_ms = t_ms
 
     def _timed_tick(self, t_ms):
@@ -313,20 +319,27 @@ class App:
         self.tick_us_mean += (us - self.tick_us_mean) * 0.015625  # over about 64 ticks
 
     def gc_setup(self):
-        """Collect now and decide how garbage collection runs from here: between ticks, once
-        an eighth of the free heap has been allocated since the last collection (sys.gc_idle =
-        1; MicroPython's own trigger is set beyond that), or whenever MicroPython needs
-        memory, possibly inside a tick (0). The eighth leaves room for a fragmented heap, where
-        the allocator runs out of room ahead of it long before the heap is full."""
+        """Collect now and decide how garbage collection runs from here: between ticks
+        (sys.gc_idle = 1), once the free heap would not hold the next tick's growth (the
+        largest seen lately) and a margin of an eighth of the free heap after boot, or whenever
+        MicroPython needs memory, possibly inside a tick (0). The margin leaves room for
+        requests and for a fragmented heap, where the allocator runs out of room ahead of it
+        before the heap is full. MicroPython's own allocation trigger (gc.threshold) is off in
+        both: set beyond the previous budget, collections still came inside 3929 of 6001 ticks
+        of a heat-pump run (it counts every allocation, also blocks freed again at once; the
+        previous looks were spaced by a rate estimate). Now every tick is followed by a look.
+        """
         gc.collect()
         free = gc.mem_free()
         a = gc.mem_alloc()
         self.heap_total = free + a
         self.tick_us_max = 0  # the statistics describe the policy in force
-        self.gc_budget = free // 8
+        # free heap kept beyond the next tick's growth at the look before a tick: an eighth of
+        # the free heap after boot, at least _RESERVE (requests, a fragmented heap)
+        self.gc_budget = max(free // 8, _RESERVE)
         self.gc_mode = self.params.values[self.i_gc] != 0.0
-        self.gc_threshold = free * 3 // 4 if self.gc_mode else -1
-        gc.threshold(self.gc_threshold)
+        self.gc_threshold = -1
+        gc.threshold(-1)
         self.heap_watch_reset(a)
 
     def heap_watch_reset(self, alloc=-1):
@@ -339,57 +352,52 @@ class App:
         self.heap_min_free = self.heap_total - alloc
         self.gc_alloc0 = alloc
         self.gc_last = alloc
-        self.gc_wait = 1
-        self.gc_calls = 0
+        self.gc_seen = -1
+        self.gc_step = 0
 
     def idle_gc(self):
-        """Between ticks: watch the heap and collect once the budget since the last
-        collection is spent (sys.gc_idle = 1).
+        """Between ticks: watch the heap and collect once the free heap would not hold the next
+        tick's growth and the margin (sys.gc_idle = 1; see gc_setup).
 
         Heap use only grows between collections, so its highest point in a cycle is just
         before the collection: the look that decides to collect is that point, and the
-        high-water (BOARD_STATS heap_min_free = total - highest use) is exact without a look
-        per tick. A look costs a heap scan, so looks are spaced by the allocation rate
-        measured so far (at most half the budget left between two). A collection MicroPython
-        ran by itself (its use fell back towards the last collection's without ours) means
-        the heap could not serve an allocation inside a tick or a request: with sys.gc_idle =
-        0 the high-water is then the whole heap; with it on (a fragmented heap, or a burst
-        past gc.threshold) the last look before it, a lower bound."""
-        self.gc_calls += 1
-        self.gc_wait -= 1
-        if self.gc_wait > 0:
-            return
+        high-water (BOARD_STATS heap_min_free = total - highest use) is exact. One look (a
+        scan of the allocation table, tens of us) after each new tick. A collection
+        MicroPython ran by itself (its use fell back towards the last collection's without
+        ours) means the heap could not serve an allocation inside a tick or a request: with
+        sys.gc_idle = 0 the high-water is then the whole heap; with it on (a fragmented heap,
+        or a burst beyond the margin) the last look before it, a lower bound."""
+        t = self.ticks
+        if t == self.gc_seen:
+            return  # no tick since the last look
+        self.gc_seen = t
         a = gc.mem_alloc()
-        calls = self.gc_calls
-        self.gc_calls = 0
         if a < self.gc_last - _FREED and a < (self.gc_alloc0 + self.gc_last) // 2:
             # collected by MicroPython since the last look (use also falls a little when the
             # VM frees a buffer it resized; a collection takes back the cycle's garbage)
             # gc_idle = 0: MicroPython collects only when an allocation fails, so the heap
             # was full; with ours on, it did because the heap was too fragmented for one
-            # allocation (or crossed gc.threshold): the use before it is at least the last look
+            # allocation (or a burst beyond the margin): the use before it is at least the last
+            # look
             self._heap_use(self.gc_last if self.gc_mode else self.heap_total)
             self.gc_alloc0 = a
             self.gc_last = a
-            self.gc_wait = 1
             return
         self._heap_use(a)
-        rate = (a - self.gc_last) // calls if a > self.gc_last else 0
+        step = a - self.gc_last
         self.gc_last = a
+        if step > self.gc_step:
+            self.gc_step = step
+        else:
+            self.gc_step -= self.gc_step >> 8  # forget a burst over a few hundred ticks
         if not self.gc_mode:
-            self.gc_wait = 16  # only to notice MicroPython's own collections
             return
-        left = self.gc_budget - (a - self.gc_alloc0)
-        if left <= 0:
+        if self.heap_total - a < self.gc_step + self.gc_budget:
             gc.collect()
             a = gc.mem_alloc()
             self.gc_alloc0 = a
             self.gc_last = a
             self.gc_idle += 1
-            self.gc_wait = 1
-            return
-        wait = left // (2 * rate + 1)
-        self.gc_wait = 1 if wait < 1 else (64 if wait > 64 else wait)
 
     def collect(self):
         """A collection outside idle_gc (before a large allocation, after an error): the
