@@ -160,7 +160,6 @@ class App:
         self.gc_last = 0  # heap in use at the last look
         self.gc_seen = -1  # self.ticks at the last look
         self.gc_step = 0  # largest growth of the heap between two looks (decays)
-        self.gc_threshold = -1
         self.gc_mode = True
         self.tlm_period_ms = 500
         self.next_tlm_ms = 0
@@ -288,8 +287,7 @@ class App:
             n += 1
             if _due(t_ms, self.next_tick_ms):
                 # another tick follows at once (a HIL frame carries several, or a catch-up):
-                # the collection budget is watched between them too, or the ticks' garbage
-                # crosses gc.threshold inside one
+                # the heap is watched between them too, or their garbage could fill it inside one
                 self.idle_gc()
         self.now_ms = t_ms
 
@@ -338,7 +336,6 @@ class App:
         # the free heap after boot, at least _RESERVE (requests, a fragmented heap)
         self.gc_budget = max(free // 8, _RESERVE)
         self.gc_mode = self.params.values[self.i_gc] != 0.0
-        self.gc_threshold = -1
         gc.threshold(-1)
         self.heap_watch_reset(a)
 
