@@ -121,9 +121,18 @@ def hil_runs(versions, duration_s, tmp, repeats, short=True):
                         tmp,
                     )
                     if code not in (0, 1):
-                        raise SystemExit(
-                            "%s %s failed (%d): %s" % (label, sc_name, code, out.decode()[-800:])
+                        msg = "%s %s failed (%d): %s" % (
+                            label,
+                            sc_name,
+                            code,
+                            out.decode()[-800:],
                         )
+                        if label.startswith("baseline"):
+                            # an older tree may not read this tree's scenario (a sensor
+                            # preset it does not know): no baseline row for that plant
+                            print("  " + msg.strip().splitlines()[-1][:160], file=sys.stderr)
+                            continue
+                        raise SystemExit(msg)
                     summary = json.loads((report_dir / sc_name / "summary.json").read_text())
                     steps = int(round(dur * 10)) + 1
                     results.append(
