@@ -55,8 +55,9 @@ def test_tune_over_a_port_while_a_rig_drives_the_plant(tmp_path, capsys, monkeyp
         from thermopilot.host.cli import main
 
         code = main(["tune", "cool", "--port", pb, "--json", "--max-duration", "2000"])
-        out = json.loads(capsys.readouterr().out)
-        assert code == 0, out
+        res = capsys.readouterr()
+        assert code == 0 and res.out, "tune exited %r: %s" % (code, res.err[-2000:])
+        out = json.loads(res.out)
         assert out["ok"] and out["cycles"] >= 4
         assert 5.0 < out["pu_s"] < 120.0 and out["kp"] > 0 and out["ki"] > 0
         # the loop is back in auto (mode 2) under its PID
