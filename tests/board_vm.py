@@ -75,12 +75,19 @@ def run_driver(tmp_path, board, driver, payload=None, heap=None, timeout=300):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-HEAP_DRIVER = r"""
+# A driver's first lines: the payload (one raw reading per sensor channel) into the HIL sensor
+# buffer, every channel valid
+LOAD_PAYLOAD = r"""
 hal = a.hal
 raw = json.load(open("payload.json"))
 hal.valid = (1 << len(raw)) - 1
 for i, r in enumerate(raw):
     hal.raw[i] = r
+"""
+
+HEAP_DRIVER = (
+    LOAD_PAYLOAD
+    + r"""
 per_s = int(a.board["tick_hz"] + 0.5) or 1
 for k in range(60 * per_s):  # a minute of ticks: filters warm, first-call allocations done
     a.tick(k * a.period_ms)
@@ -99,3 +106,4 @@ print(json.dumps({"free_after_boot": FREE_AFTER_BOOT, "used_after_boot": USED_AF
                   "tick_hz": a.board["tick_hz"], "free_running": gc.mem_free(),
                   "faults": a.sup.faults}))
 """
+)

@@ -3,7 +3,7 @@ on the MicroPython VM with the deployed image: no count while no collection can 
 tick's own frees would show as false ones), and exactly one per tick that collected."""
 
 import pytest
-from board_vm import run_driver
+from board_vm import LOAD_PAYLOAD, run_driver
 from test_batt_controller_vm import BASE
 from test_batt_controller_vm import raw as batt_raw
 from test_chip_controller_vm import raw as chip_raw
@@ -14,12 +14,9 @@ from thermopilot.hil import boardio, resources
 #: bar, leaving water 35 degC, compressor 50 rev/s, discharge line 70 degC
 HP_RUNNING = [4.5e5, 281.15, 16e5, 308.15, 50.0, 343.15]
 
-COUNT_DRIVER = r"""
-hal = a.hal
-raw = json.load(open("payload.json"))
-hal.valid = (1 << len(raw)) - 1
-for i, r in enumerate(raw):
-    hal.raw[i] = r
+COUNT_DRIVER = (
+    LOAD_PAYLOAD
+    + r"""
 p = a.period_ms
 a.next_tick_ms = 0
 for k in range(50):  # warm: first-call allocations done
@@ -52,6 +49,7 @@ gc.enable()
 print(json.dumps({"without_collection": off, "forced": forced[0], "seen": seen,
                   "ticks": a.ticks, "faults": a.sup.faults}))
 """
+)
 
 
 @pytest.mark.parametrize(

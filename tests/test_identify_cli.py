@@ -85,31 +85,24 @@ def test_disturbance_option_refused_before_anything_moves(env, tmp_path, args, w
     assert not (tmp_path / "model_cool.json").exists()
 
 
+def _identify_with_current(env, tmp_path, options):
+    """identify the battery loop on battery_ident_mpc with a PRBS and the pack current
+    (sensor 1) as its measured disturbance; ``options``: the rest, space-separated."""
+    return cli(
+        env,
+        tmp_path,
+        *"identify cool --scenario battery_ident_mpc --signal prbs".split(),
+        *"--disturbance sensed.1 --no-plot".split(),
+        *options.split(),
+    )
+
+
 def test_identify_with_the_measured_disturbance_feeds_mpc_design(env, tmp_path):
     """The short chain: identify on the pack current's steps (column E from the sensor the
     loop's d0 role reads), then mpc design takes the file for the board with that role. The
     model must come out stable and predict the held-out third better than its mean."""
-    res = cli(
-        env,
-        tmp_path,
-        "identify",
-        "cool",
-        "--scenario",
-        "battery_ident_mpc",
-        "--signal",
-        "prbs",
-        "--clock",
-        "30",
-        "--amplitude",
-        "40",
-        "--settle",
-        "300",
-        "--duration",
-        "1200",
-        "--disturbance",
-        "sensed.1",
-        "--no-plot",
-        "--json",
+    res = _identify_with_current(
+        env, tmp_path, "--clock 30 --amplitude 40 --settle 300 --duration 1200 --json"
     )
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
@@ -130,27 +123,7 @@ def test_a_model_worse_than_the_mean_is_written_with_a_warning(env, tmp_path):
     """A test too short for the plant (300 s of a 10 s PRBS with the pack current stepping):
     the model file is written (the test's result is not thrown away) and identify says, with
     the figure and the fix, that it predicts the held-out third worse than its mean."""
-    res = cli(
-        env,
-        tmp_path,
-        "identify",
-        "cool",
-        "--scenario",
-        "battery_ident_mpc",
-        "--signal",
-        "prbs",
-        "--clock",
-        "10",
-        "--settle",
-        "30",
-        "--duration",
-        "300",
-        "--order",
-        "1",
-        "--disturbance",
-        "sensed.1",
-        "--no-plot",
-    )
+    res = _identify_with_current(env, tmp_path, "--clock 10 --settle 30 --duration 300 --order 1")
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "model_cool.json").exists()
     assert "worse than its mean (NRMSE" in res.stderr and "--duration" in res.stderr
