@@ -30,7 +30,10 @@
 #define TP_RUNAWAY 1e3f /* the iterate has run away when its merit is this times the best */
 #endif
 #ifndef TP_NEAR
-#define TP_NEAR 100.0f /* run-away is judged once the best merit is this close to 1 */
+#define TP_NEAR 100.0f /* run-away and stalls are judged once the best merit is this close */
+#endif
+#ifndef TP_STALL
+#define TP_STALL 6 /* stalled: this many iterations without halving the merit */
 #endif
 #ifndef TP_DELTA
 /* primal-dual regularisation of the constraint rows, relative to row size / gradient size:
@@ -1079,9 +1082,9 @@ tp_mpc_status_t tp_mpc_solve(tp_mpc_t *m, const tp_float *x0, const tp_float *u_
                              const tp_float *d, const tp_float *x_ref, const tp_float *u_ref)
 {
     const int32_t nx = m->nx, nu = m->nu, nxa = m->nxa, n = m->n;
-    int32_t i, j, it;
+    int32_t i, j, it, since = 0;
     int infeasible = 0;
-    tp_float best = TP_BIG;
+    tp_float best = TP_BIG, ref = TP_BIG;
     tp_mpc_status_t st = TP_MPC_MAX_ITER;
 
     if (!m->loaded) {
@@ -1179,15 +1182,24 @@ tp_mpc_status_t tp_mpc_solve(tp_mpc_t *m, const tp_float *x0, const tp_float *u_
         m->res_dual = rd;
         m->mu = comp;
         m->iterations = it;
-        /* progress: each residual over its tolerance, the largest (<= 1: converged) */
+        /* progress: each residual over its tolerance, the largest (<= 1: converged). The
+         * dual residual is judged against the largest term it sums (a soft limit's penalty
+         * makes large multipliers); the complementarity against the cost gradient only: a
+         * row's product slack * multiplier near a weakly active limit moves the plan by
+         * about its square root, whatever the size of the other rows' multipliers (scaled
+         * by those, the thermal chain's cold starts stopped with first moves 2.7e-3 off) */
         scale = maxf(gmax, lmax);
         merit = maxf(maxf(rp / (m->tol * hmax), rsoft / m->tol),
-                     maxf(rd / (m->tol * scale), comp / (TP_MU_TOL * m->tol * scale * hmax)));
+                     maxf(rd / (m->tol * scale), comp / (TP_MU_TOL * m->tol * gmax * hmax)));
         TRACE("it %2d rp %.2e rd %.2e mu %.2e comp %.2e merit %.2e g %.1e l %.1e h %.1e v0 %.5f\n",
               it, rp, rd, mu, comp, merit, gmax, lmax, hmax, m->v[0]);
         if (!TP_ISFINITE(merit)) {
             st = TP_MPC_NUMERIC;
             break;
+        }
+        if (merit < 0.5f * ref) {
+            ref = merit;
+            since = it;
         }
         if (merit < best) {
             best = merit;
@@ -1202,9 +1214,11 @@ tp_mpc_status_t tp_mpc_solve(tp_mpc_t *m, const tp_float *x0, const tp_float *u_
         /* float32 ends the progress when the barrier weights outgrow its precision: near
          * the solution the directions turn inaccurate and the iterate runs away from the
          * best one (early iterates may raise the merit as its scales settle), or the
-         * factorisation breaks down. The best iterate is then the plan, and the status
-         * says that the tolerance was not reached. */
-        if (it >= m->max_iter || (best <= TP_NEAR && merit > TP_RUNAWAY * best)) {
+         * factorisation breaks down, or the merit stalls a little above 1 (a residual
+         * at the rounding level of the terms it sums). The best iterate is then the plan,
+         * and the status says that the tolerance was not reached. */
+        if (it >= m->max_iter ||
+            (best <= TP_NEAR && (merit > TP_RUNAWAY * best || it - since >= TP_STALL))) {
             break;
         }
         if (!factorise(m)) {
@@ -1220,7 +1234,7 @@ tp_mpc_status_t tp_mpc_solve(tp_mpc_t *m, const tp_float *x0, const tp_float *u_
         sigma = sigma * sigma * sigma;
         /* complementarity far below the tolerance buys nothing in float32 and runs into
          * subnormal numbers: keep the centring target above a floor */
-        mu_floor = TP_MU_FLOOR * TP_MU_TOL * m->tol * scale * hmax;
+        mu_floor = TP_MU_FLOOR * TP_MU_TOL * m->tol * gmax * hmax;
         if (sigma * mu < mu_floor) {
             sigma = mu_floor / mu;
         }
