@@ -342,6 +342,16 @@ class Rig:
                 pass  # the board may be gone; the run's result stands
             except KeyboardInterrupt:
                 self.interrupted = True
+            # the board's statistics before its parameters are restored: restoring a
+            # scenario's sys.gc_idle starts them over (heap high-water, longest tick)
+            try:
+                b = session.heap_and_ticks()
+                board_stats = {k: getattr(b, k) for k in BOARD_STATS_FIELDS}
+            except (LinkError, OSError):
+                board_stats = {}
+            except KeyboardInterrupt:
+                self.interrupted = True
+                board_stats = {}
             restored = None
             if restore_params:
                 try:
@@ -353,11 +363,6 @@ class Rig:
             stats = session.stats()
         except (LinkError, OSError):
             stats = {}
-        try:
-            b = session.heap_and_ticks()
-            board_stats = {k: getattr(b, k) for k in BOARD_STATS_FIELDS}
-        except (LinkError, OSError):
-            board_stats = {}
         rows.freeze()
         res = RigResult(self.sc, rows, self._events, stats, ident, self)
         res.timing = timing

@@ -194,3 +194,24 @@ def test_direct_port_carries_the_protocol_and_hands_the_vm_back():
         # closed: the bridge has the VM again and serves the pty
         with Session(vb.port, timeout_s=1.0) as s:
             assert s.hello().board == ident.board
+
+
+def test_the_run_reads_the_board_statistics_before_it_restores_the_parameters():
+    # a scenario that turns collections between ticks off: restoring sys.gc_idle afterwards
+    # starts the board's statistics over, so the run's heap and tick figures must be read first
+    import tomllib
+
+    from thermopilot.hil import resources, rig, scenario
+    from thermopilot.hil.vboard import VirtualBoard
+    from thermopilot.protocol.link import Session
+
+    raw = tomllib.loads((resources.scenarios_dir() / "battery_hold.toml").read_text())
+    raw.update(duration_s=5.0, setpoints=[], criteria=[{"kind": "no_fault"}])
+    raw["params"]["sys.gc_idle"] = 0.0
+    sc = scenario.check(raw, "battery_hold")
+    with VirtualBoard(board=sc["board_path"]) as vb, Session(vb.port) as s:
+        res = rig.Rig(sc).run(s)
+        after = s.heap_and_ticks()
+    assert res.params_restored
+    assert after.tick_us_max == 0  # the restore did start them over
+    assert res.board_stats["tick_us_max"] > 0 and res.board_stats["ticks"] >= 50
