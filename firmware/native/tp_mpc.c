@@ -1183,11 +1183,12 @@ tp_mpc_status_t tp_mpc_solve(tp_mpc_t *m, const tp_float *x0, const tp_float *u_
         m->mu = comp;
         m->iterations = it;
         /* progress: each residual over its tolerance, the largest (<= 1: converged). The
-         * dual residual is judged against the largest term it sums (a hard limit, or a soft
-         * limit's penalty, makes large multipliers); the complementarity against the cost gradient only: a
-         * row's product slack * multiplier near a weakly active limit moves the plan by
-         * about its square root, whatever the size of the other rows' multipliers (scaled
-         * by those, the thermal chain's cold starts stopped with first moves 2.7e-3 off) */
+         * dual residual is judged against the largest term it sums (a hard limit, or a
+         * soft limit's penalty, makes large multipliers); the complementarity against the
+         * cost gradient only: a row's product slack * multiplier near a weakly active
+         * limit moves the plan by about its square root, whatever the size of the other
+         * rows' multipliers (scaled by those, the thermal chain's cold starts stopped with
+         * first moves 2.7e-3 off) */
         scale = maxf(gmax, lmax);
         merit = maxf(maxf(rp / (m->tol * hmax), rsoft / m->tol),
                      maxf(rd / (m->tol * scale), comp / (TP_MU_TOL * m->tol * gmax * hmax)));
